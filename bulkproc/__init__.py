@@ -1,0 +1,1 @@
+"""bulkproc: the Hospital Bulk Processor."""

@@ -1,0 +1,180 @@
+"""The /hospitals/bulk endpoints: parse the request, call jobs, shape the response."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from . import csv_input
+from .errors import BadRequest, CsvRefused, Unauthorized
+from .jobs import Jobs
+from .store import IdempotencyMismatch
+
+bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
+
+MAX_LIST_LIMIT = 100
+
+
+def _jobs() -> Jobs:
+    return current_app.extensions["bulkproc"]
+
+
+@bp.before_request
+def require_token() -> None:
+    token = current_app.config.get("API_TOKEN")
+    if not token or request.method not in ("POST", "DELETE"):
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("Send the API token as 'Authorization: Bearer <token>'.")
+
+
+def _uploaded_csv() -> bytes:
+    """The bytes of the `file` part of a multipart request, or BadRequest."""
+    if request.mimetype != "multipart/form-data":
+        raise BadRequest("Send the CSV as multipart/form-data in a field named 'file' "
+                         "(curl -F file=@hospitals.csv).")
+    upload = request.files.get("file")
+    if upload is None:
+        raise BadRequest("The request has no 'file' part; send the CSV in a field named 'file'.")
+    if not upload.filename:
+        raise BadRequest("The 'file' part has no file name; choose a CSV file to upload.")
+    return upload.read()
+
+
+def _parse(data: bytes) -> list[csv_input.HospitalRow]:
+    try:
+        return csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
+    except csv_input.CsvRejected as exc:
+        raise CsvRefused(exc.message, [p.as_dict() for p in exc.problems]) from None
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise BadRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
+    return key
+
+
+def _wants_async() -> bool:
+    prefer = request.headers.get("Prefer", "")
+    asked = any(p.split("=")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+    return asked or request.values.get("async", "").lower() in ("1", "true", "yes")
+
+
+def _accepted(batch_id: str) -> Response:
+    """202 with the status document and where to follow it."""
+    response = jsonify(_jobs().document(batch_id))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
+    if "respond-async" in request.headers.get("Prefer", ""):
+        response.headers["Preference-Applied"] = "respond-async"
+    return response
+
+
+def _finished(batch_id: str) -> tuple[Response, int]:
+    return jsonify(_jobs().document(batch_id, timestamps=False)), 200
+
+
+@bp.post("")
+def create_batch():
+    data = _uploaded_csv()
+    key = _idempotency_key()
+    rows = _parse(data)
+    jobs = _jobs()
+    try:
+        batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    except IdempotencyMismatch:
+        raise CsvRefused("This Idempotency-Key was already used with a different file; "
+                         "use a new key for a new upload.") from None
+    if _wants_async():
+        if new:
+            jobs.run_in_background(batch_id)
+        return _accepted(batch_id)
+    if new:
+        jobs.run(batch_id)
+    else:
+        # A client's retry of an upload still running elsewhere: answer once it is done.
+        jobs.wait_until_final(batch_id)
+    return _finished(batch_id)
+
+
+@bp.post("/validate")
+def validate_batch():
+    inspection = csv_input.inspect(_uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])
+    return jsonify({
+        "valid": inspection.valid,
+        "total_hospitals": len(inspection.rows),
+        "errors": [p.as_dict() for p in inspection.problems],
+        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
+                      for r in inspection.rows],
+    })
+
+
+@bp.get("")
+def list_batches():
+    text = request.args.get("limit", "20")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+                         [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
+    return jsonify({"batches": _jobs().recent(int(text))})
+
+
+@bp.get("/<batch_id>")
+def get_batch(batch_id: str):
+    return jsonify(_jobs().document(batch_id))
+
+
+@bp.post("/<batch_id>/resume")
+def resume_batch(batch_id: str):
+    jobs = _jobs()
+    if not jobs.take_over(batch_id):
+        return _finished(batch_id)  # completed already: nothing to do
+    if _wants_async():
+        jobs.run_in_background(batch_id, resuming=True)
+        return _accepted(batch_id)
+    jobs.resume(batch_id)
+    return _finished(batch_id)
+
+
+@bp.delete("/<batch_id>")
+def roll_back_batch(batch_id: str):
+    _jobs().roll_back(batch_id)
+    return jsonify(_jobs().document(batch_id))
+
+
+@bp.get("/<batch_id>/events")
+def batch_events(batch_id: str):
+    jobs = _jobs()
+    jobs.load(batch_id)  # a 404 now, before the stream starts
+    heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
+    return Response(_events(jobs, batch_id, heartbeat), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
+    """One event per change of the batch, a comment every `heartbeat` seconds, and the end at a final state."""
+    yield "retry: 2000\n\n"
+    sent = None
+    version = -1
+    while True:
+        document = jobs.document(batch_id)
+        # updated_at moves with every write; the status also moves when a lease lapses.
+        key = (document["updated_at"], document["status"])
+        if key != sent:
+            sent = key
+            yield f"data: {json.dumps(document)}\n\n"
+        if jobs.is_final(document):
+            return
+        started = time.monotonic()
+        version = jobs.store.wait_for_change(batch_id, version, heartbeat)
+        if time.monotonic() - started >= heartbeat:
+            yield ": keep-alive\n\n"

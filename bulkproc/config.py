@@ -1,0 +1,81 @@
+"""Turn the environment into typed settings; a bad value names its variable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+DEFAULT_UPSTREAM = "https://hospital-directory.onrender.com"
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value bulkproc cannot use."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError
+    return text.rstrip("/")
+
+
+def _rate(text: str) -> tuple[int, float] | None:
+    """Parse `N/S` (N creations in any S seconds) or `0` (no limit)."""
+    if text.strip() == "0":
+        return None
+    count, _, seconds = text.partition("/")
+    return _positive_int(count), _positive_float(seconds)
+
+
+def _token(text: str) -> str | None:
+    return text or None
+
+
+# variable -> (config key, default text, parser, what a good value looks like)
+VARIABLES: dict[str, tuple[str, str | None, Callable[[str], Any], str]] = {
+    "HOSPITAL_API_BASE_URL": ("HOSPITAL_API_BASE_URL", DEFAULT_UPSTREAM, _url, "an http(s) URL"),
+    "DATABASE_URL": ("DATABASE_URL", None, str, "an SQLAlchemy database URL"),
+    "BULKPROC_MAX_ROWS": ("MAX_ROWS", "20", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_MAX_UPLOAD_BYTES": ("MAX_UPLOAD_BYTES", "1048576", _positive_int, "a whole number of bytes"),
+    "BULKPROC_CONCURRENCY": ("CONCURRENCY", "20", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_CREATE_RATE": ("CREATE_RATE", "30/60", _rate, "N/S, such as 30/60, or 0 for no limit"),
+    "BULKPROC_CONNECT_TIMEOUT": ("CONNECT_TIMEOUT", "5", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_READ_TIMEOUT": ("READ_TIMEOUT", "90", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_MAX_ATTEMPTS": ("MAX_ATTEMPTS", "5", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_LEASE_SECONDS": ("LEASE_SECONDS", "10", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_API_TOKEN": ("API_TOKEN", "", _token, "any text"),
+    # Beyond the contract's table: tuning that rarely needs touching.
+    "BULKPROC_BATCH_DEADLINE": ("BATCH_DEADLINE", "900", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_WAKE_TIMEOUT": ("WAKE_TIMEOUT", "90", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_BACKOFF_SECONDS": ("BACKOFF_SECONDS", "0.5", _positive_float, "a number of seconds above 0"),
+}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read every setting from `environ` (default: os.environ); raise ConfigError naming a bad variable."""
+    environ = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    for variable, (key, default, parse, expected) in VARIABLES.items():
+        text = environ.get(variable, default)
+        if text is None:
+            settings[key] = None
+            continue
+        try:
+            settings[key] = parse(text.strip())
+        except ValueError:
+            raise ConfigError(f"{variable}={text!r} is not valid: expected {expected}") from None
+    return settings

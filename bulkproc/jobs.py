@@ -1,0 +1,305 @@
+"""Orchestration: start a batch, create its rows on the shared executor, activate, resume, roll back.
+
+Every state change goes through the Store before the next upstream call, so any process can
+report on a batch, and a batch whose process died can be finished by another.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from .csv_input import HospitalRow
+from .directory_client import DirectoryClient, GaveUp, Hospital, Refused, UpstreamError
+from .errors import BatchConflict, BatchNotFound, UpstreamUnavailable
+from .states import EXISTING, FINAL, RESUMABLE, RUNNING, BatchStatus, RowStatus
+from .store import Batch, Row, Store
+
+log = logging.getLogger(__name__)
+
+# The batch id of the work at hand, for every log line (see logs.py).
+current_batch: contextvars.ContextVar[str] = contextvars.ContextVar("current_batch", default="-")
+
+
+def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict[str, Any]:
+    """The contract's status document for a batch as it stands at `now` (wall-clock seconds)."""
+    status = reported_status(batch, now)
+    elapsed = batch.elapsed
+    if batch.run_started_at is not None and status in RUNNING:
+        elapsed += max(0.0, now - batch.run_started_at)
+    document: dict[str, Any] = {
+        "batch_id": batch.id,
+        "status": status,
+        "total_hospitals": batch.total,
+        "processed_hospitals": sum(r.status in EXISTING for r in batch.rows),
+        "failed_hospitals": sum(r.status == RowStatus.FAILED for r in batch.rows),
+        "processing_time_seconds": round(elapsed, 3),
+        "batch_activated": batch.activated,
+        "error": batch.error,
+        "hospitals": [row_document(r) for r in batch.rows],
+    }
+    if timestamps:
+        document["created_at"] = _iso(batch.created_at)
+        document["updated_at"] = _iso(batch.updated_at)
+    return document
+
+
+def summary_document(batch: Batch, now: float) -> dict[str, Any]:
+    """The listing's view of a batch: its document without rows (counts come from the store)."""
+    document = batch_document(batch, now)
+    del document["hospitals"], document["processed_hospitals"], document["failed_hospitals"]
+    return document
+
+
+def row_document(row: Row) -> dict[str, Any]:
+    return {"row": row.row, "hospital_id": row.hospital_id, "name": row.name,
+            "status": row.status, "error": row.error}
+
+
+def reported_status(batch: Batch, now: float) -> str:
+    """The batch's status, reading `interrupted` when its owner stopped renewing the lease."""
+    if batch.status in RUNNING and (batch.lease_expires or 0) < now:
+        return BatchStatus.INTERRUPTED
+    return batch.status
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
+
+
+def _matches(row: Row, hospital: Hospital) -> bool:
+    return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
+
+
+def _in_batch_context(batch_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap `fn` so that it runs, in any thread, with the batch id in the logging context."""
+    def run(*args: Any) -> Any:
+        token = current_batch.set(batch_id)
+        try:
+            return fn(*args)
+        finally:
+            current_batch.reset(token)
+    return run
+
+
+class Jobs:
+    """Runs batches: one process-wide executor for row creations, shared by every upload."""
+
+    def __init__(self, store: Store, client: DirectoryClient, *, concurrency: int = 20,
+                 lease_seconds: float = 10.0, batch_deadline: float = 900.0, wake_timeout: float = 90.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.client = store, client
+        self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
+        self._clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
+        # Batches wait on their rows, so they must not take seats in the rows' pool.
+        self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
+
+    def close(self) -> None:
+        """Let running work finish, then release threads and connections."""
+        self._batches.shutdown(wait=True)
+        self._rows.shutdown(wait=True)
+        self.client.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def load(self, batch_id: str) -> Batch:
+        """The batch, or BatchNotFound."""
+        batch = self.store.load(batch_id) if _is_uuid(batch_id) else None
+        if batch is None:
+            raise BatchNotFound(batch_id)
+        return batch
+
+    def document(self, batch_id: str, *, timestamps: bool = True) -> dict[str, Any]:
+        return batch_document(self.load(batch_id), self._clock(), timestamps=timestamps)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [summary_document(b, now) for b in self.store.recent(limit)]
+
+    def is_final(self, document: dict[str, Any]) -> bool:
+        return document["status"] in FINAL
+
+    def wait_until_final(self, batch_id: str) -> None:
+        """Block until the batch reaches a final state, whichever process is running it."""
+        version = -1
+        while not self.is_final(self.document(batch_id)):
+            version = self.store.wait_for_change(batch_id, version, self.lease_seconds)
+
+    # -- starting and running ------------------------------------------------------------
+
+    def start(self, rows: Iterable[HospitalRow], *, idempotency_key: str | None = None,
+              file_sha256: str | None = None) -> tuple[str, bool]:
+        """Record a new batch owned by this process; (id, True), or an earlier upload's (id, False)."""
+        return self.store.insert_batch(str(uuid.uuid4()), rows, owner=self.owner, lease_until=self._lease_end(),
+                                       idempotency_key=idempotency_key, file_sha256=file_sha256)
+
+    def run(self, batch_id: str) -> None:
+        """Process a batch this process holds the lease of, in the calling thread."""
+        _in_batch_context(batch_id, self._process)(batch_id, False)
+
+    def run_in_background(self, batch_id: str, resuming: bool = False) -> Future:
+        return self._batches.submit(_in_batch_context(batch_id, self._process), batch_id, resuming)
+
+    def take_over(self, batch_id: str) -> bool:
+        """Take the lease of a resumable batch for this process; False when it is not done or
+        not resumable (BatchConflict when it is being processed or rolled back)."""
+        batch = self.load(batch_id)
+        status = reported_status(batch, self._clock())
+        if status == BatchStatus.COMPLETED:
+            return False
+        if status not in RESUMABLE:
+            raise BatchConflict(f"Batch {batch_id} is {status}; only a partially_failed, failed or "
+                                "interrupted batch can be resumed.")
+        if not self.store.take_lease(batch_id, self.owner, self._lease_end(), RESUMABLE - {BatchStatus.INTERRUPTED}):
+            raise BatchConflict(f"Batch {batch_id} is already being resumed.")
+        return True
+
+    def resume(self, batch_id: str) -> None:
+        """Finish a batch this process has taken over, in the calling thread."""
+        _in_batch_context(batch_id, self._process)(batch_id, True)
+
+    def _lease_end(self) -> float:
+        return self._clock() + self.lease_seconds
+
+    def _process(self, batch_id: str, resuming: bool) -> None:
+        started = self._clock()
+        self.store.update_batch(batch_id, status=BatchStatus.PROCESSING, run_started_at=started, error=None)
+        log.info("processing (%s)", "resume" if resuming else "new")
+        deadline = time.monotonic() + self.batch_deadline
+        error = None
+        try:
+            todo = self._rows_to_create(batch_id, resuming, deadline)
+            if todo:
+                self.client.wake(self.wake_timeout)
+                self._create_rows(batch_id, todo, deadline)
+            error = self._finish(batch_id, deadline)
+        except UpstreamError as exc:
+            error = f"The directory could not be reached: {exc}"
+            self._fail_unfinished(batch_id, error)
+        except Exception:
+            log.exception("processing stopped by an unexpected error")
+            error = "Processing stopped by an unexpected error; the batch can be resumed."
+            self._fail_unfinished(batch_id, error)
+        finally:
+            batch = self.store.load(batch_id)
+            self.store.update_batch(batch_id, status=self._outcome(batch), error=error,
+                                    elapsed=batch.elapsed + self._clock() - started, run_started_at=None,
+                                    lease_owner=None, lease_expires=None)
+            log.info("finished: %s", self._outcome(batch))
+
+    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
+        """The rows still to create; on resume, first learn from the upstream which rows exist."""
+        batch = self.store.load(batch_id)
+        if not resuming:
+            return [r for r in batch.rows if r.status not in EXISTING]
+        listing = self.client.list_batch(batch_id, deadline)
+        claimed: set[int] = set()
+        todo = []
+        for row in batch.rows:
+            found = next((h for h in listing if h.id not in claimed and _matches(row, h)), None)
+            if found is None:
+                todo.append(row)
+                self.store.update_row(batch_id, row.row, status=RowStatus.PENDING, hospital_id=None, error=None)
+                continue
+            claimed.add(found.id)
+            if (row.status, row.hospital_id) != (RowStatus.CREATED, found.id):
+                self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=found.id, error=None)
+        log.info("resume: %d of %d rows exist upstream", len(batch.rows) - len(todo), len(batch.rows))
+        return todo
+
+    def _create_rows(self, batch_id: str, rows: list[Row], deadline: float) -> None:
+        """Create the rows concurrently, renewing the lease until every one has an outcome."""
+        work = _in_batch_context(batch_id, self._create_row)
+        pending = {self._rows.submit(work, batch_id, row, deadline) for row in rows}
+        while pending:
+            _, pending = wait(pending, timeout=self.lease_seconds / 3)
+            if not self.store.renew_lease(batch_id, self.owner, self._lease_end()):
+                log.error("lost the lease while rows were in flight")
+
+    def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
+        """Create one row upstream and record its outcome; a row's failure is data, never raised."""
+        try:
+            hospital = self.client.create_hospital(
+                batch_id, row.name, row.address, row.phone, deadline=deadline,
+                find_existing=lambda listing: self._find_row(batch_id, row, listing),
+                before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS))
+        except UpstreamError as exc:
+            log.warning("row %d failed: %s", row.row, exc)
+            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc))
+        except Exception as exc:  # the task boundary: nothing may escape a worker thread unrecorded
+            log.exception("row %d failed unexpectedly", row.row)
+            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED,
+                                  error=f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
+        else:
+            self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=hospital.id, error=None)
+
+    def _find_row(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
+        """This row's hospital in the listing: same name, address and phone, not claimed by another row."""
+        claimed = {r.hospital_id for r in self.store.load(batch_id).rows if r.row != row.row and r.hospital_id}
+        return min((h for h in listing if h.id not in claimed and _matches(row, h)),
+                   key=lambda h: h.id, default=None)
+
+    def _finish(self, batch_id: str, deadline: float) -> str | None:
+        """Activate the batch when every row exists; return the batch-level error, if any."""
+        batch = self.store.load(batch_id)
+        if not all(r.status in EXISTING for r in batch.rows):
+            return None
+        self.store.update_batch(batch_id, status=BatchStatus.ACTIVATING)
+        try:
+            self.client.activate_batch(batch_id, deadline)
+        except UpstreamError as exc:
+            log.error("activation failed: %s", exc)
+            return f"Every row exists but the batch could not be activated: {exc}"
+        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.CREATED_AND_ACTIVATED)
+        self.store.update_batch(batch_id, activated=True)
+        return None
+
+    def _fail_unfinished(self, batch_id: str, error: str) -> None:
+        unfinished = [r.row for r in self.store.load(batch_id).rows if r.status not in EXISTING | {RowStatus.FAILED}]
+        if unfinished:
+            self.store.update_rows(batch_id, unfinished, status=RowStatus.FAILED, error=error)
+
+    @staticmethod
+    def _outcome(batch: Batch) -> str:
+        if batch.activated:
+            return BatchStatus.COMPLETED
+        if any(r.status in EXISTING for r in batch.rows):
+            return BatchStatus.PARTIALLY_FAILED
+        return BatchStatus.FAILED
+
+    # -- rolling back --------------------------------------------------------------------
+
+    def roll_back(self, batch_id: str) -> None:
+        """Delete the batch's hospitals upstream and mark it rolled_back (BatchConflict while it runs)."""
+        if not self.store.take_lease(batch_id, self.owner, self._lease_end(), FINAL - {BatchStatus.INTERRUPTED}):
+            raise BatchConflict(f"Batch {self.load(batch_id).id} is being processed; it cannot be rolled back now.")
+        token = current_batch.set(batch_id)
+        try:
+            deleted = self.client.delete_batch(batch_id)
+        except UpstreamError as exc:
+            batch = self.store.load(batch_id)
+            self.store.update_batch(batch_id, status=self._outcome(batch), lease_owner=None, lease_expires=None)
+            raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
+        finally:
+            current_batch.reset(token)
+        batch = self.store.load(batch_id)
+        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.DELETED, hospital_id=None)
+        self.store.update_batch(batch_id, status=BatchStatus.ROLLED_BACK, activated=False,
+                                lease_owner=None, lease_expires=None)
+        log.info("rolled back: %d hospitals deleted upstream", deleted)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False

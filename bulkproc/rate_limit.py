@@ -1,0 +1,40 @@
+"""The create-rate limiter, shared through the job store by every thread, worker and instance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .directory_client import GaveUp
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+# The upstream starts its window when a request arrives, a little after we took the slot; a
+# slightly longer window on our side keeps the two from disagreeing at the edge.
+WINDOW_MARGIN = 1.02
+EDGE_SECONDS = 0.05
+
+
+class RateLimiter:
+    """At most `limit` creations in any `window` seconds, across everything sharing the store."""
+
+    def __init__(self, store: Store, limit: int, window: float, *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.store, self.limit, self.window = store, limit, window
+        self._span = window * WINDOW_MARGIN + EDGE_SECONDS
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
+
+    def acquire(self, deadline: float | None = None) -> None:
+        """Wait until a creation slot is free and take it; GaveUp if that would pass `deadline`."""
+        while (wait := self.store.take_create_slot(self.limit, self._span)) > 0:
+            if deadline is not None and self._clock() + wait >= deadline:
+                raise GaveUp("the batch's deadline passed while waiting for the create-rate limit")
+            self._sleep(wait)
+
+    def back_off(self) -> None:
+        """After a 429 (someone else spent our quota), hold every creation until the window has reset."""
+        log.warning("the directory answered 429; holding all creations for %.1f s", self._span)
+        self.store.block_creates(self._wall_clock() + self._span)

@@ -26,7 +26,7 @@ DOCUMENTED_LIMITS = {"create": 30, "health": 100, "other": 50}
 OPS = frozenset(
     {"health", "list", "create", "get", "update", "delete", "list_batch", "activate", "delete_batch"}
 )
-PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit"})
+PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit", "reject_422"})
 POST_FAULTS = frozenset({"store_then_500", "store_then_drop", "store_then_hang"})
 REQUEST_STATS = {"create": "create_requests", "activate": "activate_requests", "list_batch": "batch_reads"}
 STAT_KEYS = (
@@ -361,6 +361,11 @@ class Simulator:
             return self._too_many(op)
         if kind == "html_502":
             return Response(BAD_GATEWAY_HTML, status=502, content_type="text/html; charset=utf-8")
+        if kind == "reject_422":
+            # Stands for a value the upstream's validation refuses that our CSV rules let through.
+            response = jsonify(detail=[_error("value_error", ["body", "name"], "Value error, refused by the directory", None)])
+            response.status_code = 422
+            return response
         return _detail("Internal Server Error", 500)
 
     def _post_fault(self, kind: str, response: Response) -> Response:

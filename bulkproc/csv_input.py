@@ -241,7 +241,7 @@ def _value_problems(row: HospitalRow) -> list[Problem]:
     for column in REQUIRED:
         value: str = getattr(row, column)
         if not value:
-            problems.append(Problem(row.row, column, f"The {column} is empty; every hospital needs a {column}."))
+            problems.append(Problem(row.row, column, f"The {column} is empty; every hospital needs one."))
         elif len(value) > MAX_LENGTH:
             message = f"The {column} is {len(value)} characters long; shorten it to at most {MAX_LENGTH}."
             problems.append(Problem(row.row, column, message))

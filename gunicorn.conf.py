@@ -1,0 +1,15 @@
+"""gunicorn settings for bulkproc (Render runs `gunicorn --config gunicorn.conf.py wsgi:app`)."""
+
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Threads, not processes, carry the concurrency: a synchronous upload waits ~5 s on the upstream
+# and an event stream stays open for a whole batch, so each worker needs many of them.
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# gthread workers heartbeat from their main loop, so long requests are not killed by this.
+timeout = 120
+graceful_timeout = 30
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

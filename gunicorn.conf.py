@@ -13,3 +13,16 @@ timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server):
+    """Check the configuration once, in the master, so a bad value stops gunicorn with one line."""
+    import sys
+
+    from bulkproc.config import ConfigError, from_env
+
+    try:
+        from_env()
+    except ConfigError as exc:
+        print(f"bulkproc: {exc}", file=sys.stderr)
+        sys.exit(1)

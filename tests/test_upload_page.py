@@ -190,7 +190,7 @@ def test_create_follows_the_batch_to_completion_and_rolls_back(browser, live_url
     rows = _table(browser, "rows")
     assert [r[2] for r in rows] == ["created_and_activated"] * 3
     assert "activated" in browser.find_element("id", "summary").text
-    assert browser.find_element("id", "counter").text == "3 of 3 done."
+    assert browser.find_element("id", "counter").text == "3 of 3 rows done: 3 created."
     assert browser.find_element("id", "progress").get_attribute("value") == "3"
     assert not browser.find_element("id", "resume").is_displayed()
     stored = upstream.sim.hospitals()

@@ -163,12 +163,18 @@ function showBatch(doc) {
   const done = doc.processed_hospitals + doc.failed_hospitals;
   $("progress").max = Math.max(doc.total_hospitals, 1);
   $("progress").value = done;
-  $("counter").textContent = done + " of " + doc.total_hospitals + " done"
-    + (doc.failed_hospitals ? " (" + doc.failed_hospitals + " failed)" : "") + ".";
+  $("counter").textContent = counterText(doc);
   fillTable($("rows"), doc.hospitals, (r) => [cell(r.row), cell(r.name), statusCell(r), cell(r.hospital_id), cell(r.error)]);
   $("summary").textContent = summaryText(doc);
   $("summary").className = "summary summary-" + doc.status;
   showBatchActions(doc.status);
+}
+
+function counterText(doc) {
+  const done = doc.processed_hospitals + doc.failed_hospitals;
+  let text = done + " of " + doc.total_hospitals + " rows done: " + doc.processed_hospitals + " created";
+  if (doc.failed_hospitals) text += ", " + doc.failed_hospitals + " failed";
+  return text + ".";
 }
 
 function summaryText(doc) {
@@ -284,7 +290,17 @@ function keepToken() {
   input.addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, input.value.trim()));
 }
 
+// A new file makes the results shown for the previous one stale.
+function forgetResults() {
+  stopFollowing();
+  clearError();
+  setBusy(false);
+  $("validation").hidden = true;
+  $("batch").hidden = true;
+}
+
 keepToken();
+$("file").addEventListener("change", forgetResults);
 $("check").addEventListener("click", () => run(check));
 $("upload-form").addEventListener("submit", (event) => {
   event.preventDefault();

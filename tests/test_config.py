@@ -1,0 +1,59 @@
+"""Configuration from the environment, checked at start-up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulkproc.config import ConfigError, from_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_follow_the_contract():
+    settings = from_env({})
+
+    assert settings["HOSPITAL_API_BASE_URL"] == "https://hospital-directory.onrender.com"
+    assert settings["DATABASE_URL"] is None
+    assert (settings["MAX_ROWS"], settings["MAX_UPLOAD_BYTES"], settings["CONCURRENCY"]) == (20, 1048576, 20)
+    assert settings["CREATE_RATE"] == (30, 60.0)
+    assert (settings["CONNECT_TIMEOUT"], settings["READ_TIMEOUT"]) == (5.0, 90.0)
+    assert (settings["MAX_ATTEMPTS"], settings["LEASE_SECONDS"], settings["API_TOKEN"]) == (5, 10.0, None)
+
+
+@pytest.mark.parametrize("variable,text,key,value", [
+    ("BULKPROC_CREATE_RATE", "0", "CREATE_RATE", None),
+    ("BULKPROC_CREATE_RATE", "10/2.5", "CREATE_RATE", (10, 2.5)),
+    ("HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000/", "HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000"),
+    ("BULKPROC_API_TOKEN", "t", "API_TOKEN", "t"),
+    ("BULKPROC_READ_TIMEOUT", " 30 ", "READ_TIMEOUT", 30.0),
+])
+def test_values_are_parsed(variable, text, key, value):
+    assert from_env({variable: text})[key] == value
+
+
+@pytest.mark.parametrize("variable,text", [
+    ("BULKPROC_MAX_ROWS", "twenty"), ("BULKPROC_MAX_ROWS", "0"), ("BULKPROC_CONCURRENCY", "-1"),
+    ("BULKPROC_CREATE_RATE", "30"), ("BULKPROC_CREATE_RATE", "30/0"), ("BULKPROC_READ_TIMEOUT", "nan"),
+    ("HOSPITAL_API_BASE_URL", "hospital-directory.onrender.com"),
+])
+def test_a_bad_value_names_its_variable(variable, text):
+    with pytest.raises(ConfigError, match=variable):
+        from_env({variable: text})
+
+
+def test_gunicorn_stops_at_once_with_one_line_naming_the_variable(tmp_path):
+    env = {**os.environ, "BULKPROC_CONCURRENCY": "lots", "DATABASE_URL": f"sqlite:///{tmp_path}/j.db"}
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+
+    result = subprocess.run([str(gunicorn), "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "wsgi:app"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("bulkproc:")]
+    assert lines == ["bulkproc: BULKPROC_CONCURRENCY='lots' is not valid: expected a whole number of at least 1"]
+    assert "Traceback" not in result.stderr

@@ -77,7 +77,10 @@ function errorFrom(status, data) {
     413: "The file is too large.",
     422: "The file was refused.",
   };
-  const message = (data && data.error) || fallback[status] || "The service answered with an error (" + status + ").";
+  let message = (data && data.error) || fallback[status] || "The service answered with an error (" + status + ").";
+  if (status === 401 && $("token")) {
+    message = "The API token is missing or wrong: enter it in the API token field.";
+  }
   return new PageError(message, data && data.details);
 }
 
@@ -149,9 +152,14 @@ function showValidation(result) {
   $("preview-wrap").hidden = !result.valid;
 }
 
+// Status names like created_and_activated may break after an underscore on narrow screens.
 function statusCell(row) {
-  const td = cell(row.status);
+  const td = document.createElement("td");
   td.className = "status status-" + row.status;
+  row.status.split("_").forEach((part, i) => {
+    if (i > 0) td.append("_", document.createElement("wbr"));
+    td.append(part);
+  });
   return td;
 }
 

@@ -1,0 +1,82 @@
+"""Resume, activation retries, cold starts and deadlines, in-process against the simulator."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from bulkproc.csv_input import parse
+from bulkproc.simulator import create_simulator, serve
+from tests.conftest import hospitals_csv
+
+
+def create_upstream(upstream, batch_id: str, row) -> dict:
+    """What a process that died mid-batch left behind: a hospital created, its answer never recorded."""
+    body = {"name": row.name, "address": row.address, "phone": row.phone, "creation_batch_id": batch_id}
+    return requests.post(f"{upstream.url}/hospitals/", json=body, timeout=5).json()
+
+
+def test_resume_of_an_interrupted_batch_creates_only_the_missing_rows(app, service, upstream):
+    jobs = app.extensions["bulkproc"]
+    rows = parse(hospitals_csv(6).encode())
+    # A dead process's batch: its lease already lapsed, rows 1-3 created upstream, row 2 recorded.
+    batch_id, _ = jobs.store.insert_batch("9b2f6f3a-1c4d-4e5f-8a9b-0c1d2e3f4a5b", rows, owner="dead:1",
+                                          lease_until=time.time() - 1)
+    made = [create_upstream(upstream, batch_id, r) for r in rows[:3]]
+    jobs.store.update_row(batch_id, 1, status="in_progress")
+    jobs.store.update_row(batch_id, 2, status="created", hospital_id=made[1]["id"])
+    jobs.store.update_row(batch_id, 3, status="in_progress")
+    assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "interrupted"
+    creations_before = upstream.sim.stats["create_requests"]
+
+    document = service.post(f"/hospitals/bulk/{batch_id}/resume").json()
+
+    assert document["status"] == "completed"
+    assert upstream.sim.stats["create_requests"] - creations_before == 3
+    stored = upstream.sim.hospitals(batch_id)
+    assert sorted(h["name"] for h in stored) == [r.name for r in rows]
+    assert [r["hospital_id"] for r in document["hospitals"][:3]] == [h["id"] for h in made]
+    assert all(h["active"] for h in stored)
+
+
+def test_a_batch_whose_activation_failed_is_resumed_by_activating_only(app, service, upstream):
+    attempts = app.config["MAX_ATTEMPTS"]
+    upstream.sim.add_fault("activate", "error_500", times=attempts)
+
+    first = service.upload(hospitals_csv(3)).json()
+    assert first["status"] == "partially_failed"
+    assert first["failed_hospitals"] == 0 and "could not be activated" in first["error"]
+    assert [r["status"] for r in first["hospitals"]] == ["created"] * 3
+    creations = upstream.sim.stats["create_requests"]
+
+    document = service.post(f"/hospitals/bulk/{first['batch_id']}/resume").json()
+
+    assert document["status"] == "completed" and document["error"] is None
+    assert upstream.sim.stats["create_requests"] == creations
+    assert all(h["active"] for h in upstream.sim.hospitals(first["batch_id"]))
+
+
+def test_a_sleeping_upstream_is_woken_once_before_the_fan_out(make_app, serve_app):
+    with serve(create_simulator(delay=0.05, create_limit=0, cold_start=1.5)) as sleepy:
+        service = serve_app(make_app(HOSPITAL_API_BASE_URL=sleepy.url, READ_TIMEOUT=1.0, WAKE_TIMEOUT=10.0))
+
+        document = service.upload(hospitals_csv(5)).json()
+
+        assert document["status"] == "completed"
+        # Without the wake-up call every creation would have timed out against the cold start.
+        assert sleepy.sim.stats["create_requests"] == 5
+        assert sleepy.sim.stats["batch_reads"] == 0
+
+
+def test_rows_still_waiting_at_the_deadline_fail_clearly_and_can_be_resumed(make_app, serve_app, upstream):
+    app = make_app(CREATE_RATE=(2, 30.0), BATCH_DEADLINE=1.0)
+    service = serve_app(app)
+
+    document = service.upload(hospitals_csv(4)).json()
+
+    assert document["status"] == "partially_failed"
+    assert [r["status"] for r in document["hospitals"]].count("created") == 2
+    failed = [r for r in document["hospitals"] if r["status"] == "failed"]
+    assert len(failed) == 2 and all("deadline" in r["error"] for r in failed)
+    assert upstream.sim.stats["create_requests"] == 2

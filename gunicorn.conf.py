@@ -12,6 +12,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"
+# gunicorn 23+'s control socket lives at one fixed path per user; several servers on one machine
+# (tests, benchmarks, make run) would fight over it, and nothing here uses it.
+control_socket_disable = True
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 

@@ -120,18 +120,31 @@ def upstream():
 
 
 @pytest.fixture
-def live_url(tmp_path, upstream):
-    """The app served over real HTTP on 127.0.0.1, in front of the simulator."""
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db",
-                      "HOSPITAL_API_BASE_URL": upstream.url, "CREATE_RATE": None, "BACKOFF_SECONDS": 0.01})
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    thread.join()
-    server.server_close()
-    app.extensions["bulkproc"].close()
+def live_server(tmp_path, upstream):
+    """Serve the app over real HTTP on 127.0.0.1, in front of the simulator; returns its URL."""
+    started = []
+
+    def start(**config):
+        app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db",
+                          "HOSPITAL_API_BASE_URL": upstream.url, "CREATE_RATE": None,
+                          "BACKOFF_SECONDS": 0.01, **config})
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((app, server, thread))
+        return f"http://127.0.0.1:{server.server_port}/"
+
+    yield start
+    for app, server, thread in started:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+        app.extensions["bulkproc"].close()
+
+
+@pytest.fixture
+def live_url(live_server):
+    return live_server()
 
 
 def _choose_file(driver, tmp_path, text):
@@ -200,4 +213,27 @@ def test_create_follows_the_batch_to_completion_and_rolls_back(browser, live_url
     browser.switch_to.alert.accept()
     _wait_for_text(browser, "summary", "rolled_back")
     assert [r[2] for r in _table(browser, "rows")] == ["deleted"] * 3
+    assert upstream.sim.hospitals() == []
+
+
+def test_token_is_asked_for_and_kept_for_the_tab(browser, live_server, tmp_path, upstream):
+    browser.get(live_server(API_TOKEN="s3cret"))
+    _choose_file(browser, tmp_path, VALID_CSV)
+    browser.find_element("id", "check").click()
+    _wait_for_text(browser, "error", "API token is missing or wrong")
+
+    browser.find_element("id", "token").send_keys("s3cret")
+    browser.refresh()
+    assert browser.find_element("id", "token").get_attribute("value") == "s3cret"
+    _choose_file(browser, tmp_path, VALID_CSV)
+    browser.find_element("id", "check").click()
+    _wait_for_text(browser, "validation-result", "Valid, 3 hospitals")
+    assert not browser.find_element("id", "error").is_displayed()
+
+
+def test_too_large_upload_is_explained(browser, live_server, tmp_path, upstream):
+    browser.get(live_server(MAX_UPLOAD_BYTES=300))
+    _choose_file(browser, tmp_path, VALID_CSV * 10)
+    browser.find_element("id", "create").click()
+    _wait_for_text(browser, "error", "too large")
     assert upstream.sim.hospitals() == []

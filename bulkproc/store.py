@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import (
     Boolean, Column, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String,
-    Table, Text, create_engine, event, func, insert, select, update,
+    Table, Text, create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -138,14 +138,17 @@ class Store:
         self.engine = engine_for(url)
         self._clock = clock
         self._changed = threading.Condition()
-        metadata.create_all(self.engine, checkfirst=True)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        """Create the tables and the limiter's lock row unless they exist; safe when workers race."""
         with self._write() as conn:
+            # Workers start together: serialise them (SQLite's BEGIN IMMEDIATE already does).
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7226150)"))
+            metadata.create_all(conn, checkfirst=True)
             if conn.execute(select(limiter.c.id)).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(limiter).values(id=1, blocked_until=0.0))
-                except IntegrityError:
-                    pass  # another worker created it first
+                conn.execute(insert(limiter).values(id=1, blocked_until=0.0))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -174,27 +176,33 @@ class Jobs:
         started = self._clock()
         self.store.update_batch(batch_id, status=BatchStatus.PROCESSING, run_started_at=started, error=None)
         log.info("processing (%s)", "resume" if resuming else "new")
+        try:
+            with self._leased(batch_id):
+                error = self._work(batch_id, resuming)
+        finally:
+            batch = self.store.load(batch_id)
+            outcome = self._outcome(batch)
+            self.store.update_batch(batch_id, status=outcome, error=error,
+                                    elapsed=batch.elapsed + self._clock() - started, run_started_at=None,
+                                    lease_owner=None, lease_expires=None)
+            log.info("finished: %s", outcome)
+
+    def _work(self, batch_id: str, resuming: bool) -> str | None:
+        """Create what is missing and activate; return the batch-level error, if any."""
         deadline = time.monotonic() + self.batch_deadline
-        error = None
         try:
             todo = self._rows_to_create(batch_id, resuming, deadline)
             if todo:
                 self.client.wake(self.wake_timeout)
                 self._create_rows(batch_id, todo, deadline)
-            error = self._finish(batch_id, deadline)
+            return self._finish(batch_id, deadline)
         except UpstreamError as exc:
             error = f"The directory could not be reached: {exc}"
-            self._fail_unfinished(batch_id, error)
         except Exception:
             log.exception("processing stopped by an unexpected error")
             error = "Processing stopped by an unexpected error; the batch can be resumed."
-            self._fail_unfinished(batch_id, error)
-        finally:
-            batch = self.store.load(batch_id)
-            self.store.update_batch(batch_id, status=self._outcome(batch), error=error,
-                                    elapsed=batch.elapsed + self._clock() - started, run_started_at=None,
-                                    lease_owner=None, lease_expires=None)
-            log.info("finished: %s", self._outcome(batch))
+        self._fail_unfinished(batch_id, error)
+        return error
 
     def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
         """The rows still to create; on resume, first learn from the upstream which rows exist."""
@@ -217,13 +225,30 @@ class Jobs:
         return todo
 
     def _create_rows(self, batch_id: str, rows: list[Row], deadline: float) -> None:
-        """Create the rows concurrently, renewing the lease until every one has an outcome."""
+        """Create the rows concurrently and return when every one has an outcome."""
         work = _in_batch_context(batch_id, self._create_row)
-        pending = {self._rows.submit(work, batch_id, row, deadline) for row in rows}
-        while pending:
-            _, pending = wait(pending, timeout=self.lease_seconds / 3)
-            if not self.store.renew_lease(batch_id, self.owner, self._lease_end()):
-                log.error("lost the lease while rows were in flight")
+        wait([self._rows.submit(work, batch_id, row, deadline) for row in rows])
+
+    @contextmanager
+    def _leased(self, batch_id: str) -> Iterator[None]:
+        """Renew this process's lease on the batch every third of its length while the block runs,
+        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`."""
+        done = threading.Event()
+
+        def keep() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                if not self.store.renew_lease(batch_id, self.owner, self._lease_end()):
+                    log.error("lost the lease: another process took the batch over")
+                    return
+
+        keeper = threading.Thread(target=_in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
+                                  daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
         """Create one row upstream and record its outcome; a row's failure is data, never raised."""
@@ -284,7 +309,8 @@ class Jobs:
             raise BatchConflict(f"Batch {self.load(batch_id).id} is being processed; it cannot be rolled back now.")
         token = current_batch.set(batch_id)
         try:
-            deleted = self.client.delete_batch(batch_id)
+            with self._leased(batch_id):
+                deleted = self.client.delete_batch(batch_id)
         except UpstreamError as exc:
             batch = self.store.load(batch_id)
             self.store.update_batch(batch_id, status=self._outcome(batch), lease_owner=None, lease_expires=None)

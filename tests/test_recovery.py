@@ -80,3 +80,15 @@ def test_rows_still_waiting_at_the_deadline_fail_clearly_and_can_be_resumed(make
     failed = [r for r in document["hospitals"] if r["status"] == "failed"]
     assert len(failed) == 2 and all("deadline" in r["error"] for r in failed)
     assert upstream.sim.stats["create_requests"] == 2
+
+
+def test_a_live_batch_keeps_its_lease_through_a_long_wake_up(make_app, serve_app):
+    with serve(create_simulator(delay=0.05, create_limit=0, cold_start=2.0)) as sleepy:
+        app = make_app(HOSPITAL_API_BASE_URL=sleepy.url, LEASE_SECONDS=0.5, WAKE_TIMEOUT=10.0)
+        service = serve_app(app)
+
+        batch_id = service.upload(hospitals_csv(2), **{"async": "1"}).json()["batch_id"]
+        # Returns at the first final state; a lapsed lease would read `interrupted` mid-wake.
+        app.extensions["bulkproc"].wait_until_final(batch_id)
+
+        assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "completed"

@@ -137,6 +137,10 @@ class DirectoryClient:
                 self._sessions.append(session)
         return session
 
+    @property
+    def _tries(self) -> str:
+        return "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
+
     def close(self) -> None:
         with self._sessions_lock:
             for session in self._sessions:
@@ -180,7 +184,7 @@ class DirectoryClient:
             except (_NotSent, _MaybeLanded) as exc:
                 last = str(exc)
                 log.warning("%s: attempt %d of %d failed: %s", what, attempt + 1, self.max_attempts, last)
-        raise GaveUp(f"{what} failed {self.max_attempts} times; last: {last}")
+        raise GaveUp(f"{what} failed {self._tries}; last: {last}")
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -231,7 +235,7 @@ class DirectoryClient:
                     return found
             log.warning("batch %s: creating %r, attempt %d of %d: %s",
                         batch_id, name, attempt + 1, self.max_attempts, last)
-        raise GaveUp(f"gave up after {self.max_attempts} attempts; last: {last}")
+        raise GaveUp(f"gave up after {self._tries}; last: {last}")
 
     def _post_hospital(self, body: dict[str, Any]) -> Hospital:
         response = self._send("POST", "/hospitals/", json=body)
@@ -268,7 +272,7 @@ class DirectoryClient:
                 return
             if any(h.active for h in listing):
                 raise Refused(400, "part of the batch is active and the rest can never be activated")
-        raise GaveUp(f"activation gave up after {self.max_attempts} attempts; last: {last}")
+        raise GaveUp(f"activation gave up after {self._tries}; last: {last}")
 
     def delete_batch(self, batch_id: str, deadline: float | None = None) -> int:
         """Delete every hospital of the batch upstream; return how many went (0 when none were left)."""

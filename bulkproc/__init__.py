@@ -30,7 +30,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     client = DirectoryClient(
         app.config["HOSPITAL_API_BASE_URL"], connect_timeout=app.config["CONNECT_TIMEOUT"],
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],
-        pool_size=app.config["CONCURRENCY"] + 4, backoff=app.config["BACKOFF_SECONDS"])
+        pool_size=app.config["CONCURRENCY"] + 4, backoff=app.config["BACKOFF_SECONDS"],
+        rate_limit_pause=app.config["RATE_LIMIT_PAUSE"])
     if app.config["CREATE_RATE"]:
         client.limiter = RateLimiter(store, *app.config["CREATE_RATE"])
     app.extensions["bulkproc"] = Jobs(

@@ -62,6 +62,7 @@ VARIABLES: dict[str, tuple[str, str | None, Callable[[str], Any], str]] = {
     "BULKPROC_BATCH_DEADLINE": ("BATCH_DEADLINE", "900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("WAKE_TIMEOUT", "90", _positive_float, "a number of seconds above 0"),
     "BULKPROC_BACKOFF_SECONDS": ("BACKOFF_SECONDS", "0.5", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_RATE_LIMIT_PAUSE": ("RATE_LIMIT_PAUSE", "60", _positive_float, "a number of seconds above 0"),
 }
 
 

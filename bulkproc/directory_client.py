@@ -74,11 +74,14 @@ class Hospital:
 class NoLimiter:
     """The limiter to use when creations are not rate-limited on our side."""
 
+    def take(self, wanted: int) -> tuple[int, float]:
+        return wanted, 0.0
+
     def acquire(self, deadline: float | None = None) -> None:
         return None
 
-    def back_off(self) -> None:
-        return None
+    def back_off(self) -> bool:
+        return False  # nobody holds creations back: the client waits itself
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
@@ -107,13 +110,13 @@ class DirectoryClient:
 
     def __init__(self, base_url: str, *, connect_timeout: float = 5.0, read_timeout: float = 90.0,
                  max_attempts: int = 5, pool_size: int = 20, backoff: float = 0.5, backoff_cap: float = 30.0,
-                 limiter: Any = None, sleep: Callable[[float], None] = time.sleep,
+                 rate_limit_pause: float = 60.0, limiter: Any = None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max_attempts
         self.limiter = limiter or NoLimiter()
-        self._backoff, self._backoff_cap = backoff, backoff_cap
+        self._backoff, self._backoff_cap, self._rate_limit_pause = backoff, backoff_cap, rate_limit_pause
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
         self._pool_size = pool_size
         self._local = threading.local()
@@ -165,9 +168,15 @@ class DirectoryClient:
             raise _MaybeLanded(f"the directory answered {response.status_code}")
         return response
 
-    def _pause(self, attempt: int, deadline: float | None) -> None:
-        """Exponential back-off with full jitter; GaveUp when it would pass the deadline."""
+    def _pause(self, attempt: int, deadline: float | None, rate_limited: bool = False) -> None:
+        """Exponential back-off with full jitter; GaveUp when it would pass the deadline.
+
+        After a 429 the wait is at least half the upstream's window: it sends no Retry-After, and
+        a shorter wait would only spend the remaining attempts inside the same window.
+        """
         delay = self._jitter() * min(self._backoff_cap, self._backoff * 2 ** attempt)
+        if rate_limited:
+            delay = max(delay, self._rate_limit_pause * (1 + self._jitter()) / 2)
         if deadline is not None and self._clock() + delay >= deadline:
             raise GaveUp("the batch's deadline passed before the directory answered")
         self._sleep(delay)
@@ -175,14 +184,14 @@ class DirectoryClient:
     def _retrying(self, what: str, call: Callable[[], requests.Response],
                   deadline: float | None = None) -> requests.Response:
         """Run an idempotent call until it answers below 500, backing off between attempts."""
-        last = ""
+        last, rate_limited = "", False
         for attempt in range(self.max_attempts):
             if attempt:
-                self._pause(attempt - 1, deadline)
+                self._pause(attempt - 1, deadline, rate_limited)
             try:
                 return call()
             except (_NotSent, _MaybeLanded) as exc:
-                last = str(exc)
+                last, rate_limited = str(exc), getattr(exc, "rate_limited", False)
                 log.warning("%s: attempt %d of %d failed: %s", what, attempt + 1, self.max_attempts, last)
         raise GaveUp(f"{what} failed {self._tries}; last: {last}")
 
@@ -206,27 +215,30 @@ class DirectoryClient:
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None, *,
                         find_existing: Callable[[list[Hospital]], Hospital | None],
                         before_post: Callable[[], None] = lambda: None,
-                        deadline: float | None = None) -> Hospital:
+                        deadline: float | None = None, slot_taken: bool = False) -> Hospital:
         """Create one hospital in the batch, at most once, and return it.
 
         `find_existing(listing)` picks this row's hospital from the batch's listing; it is asked
-        after any failure that may have created it, before posting again. `before_post` runs
-        right before every POST (once a rate-limiter slot is held). Raises Refused or GaveUp.
+        after any failure that may have created it, before posting again. Every POST first takes
+        a limiter slot, then runs `before_post`; with `slot_taken` the caller has done both for
+        the first one. Raises Refused or GaveUp.
         """
         body = {"name": name, "address": address, "phone": phone, "creation_batch_id": batch_id}
-        last = ""
+        last, rate_limited = "", False
         for attempt in range(self.max_attempts):
             if attempt:
-                self._pause(attempt - 1, deadline)
-            self.limiter.acquire(deadline)
-            before_post()
+                self._pause(attempt - 1, deadline, rate_limited)
+            if attempt or not slot_taken:
+                self.limiter.acquire(deadline)
+                before_post()
             try:
                 return self._post_hospital(body)
             except _NotSent as exc:
                 last = str(exc)
-                if exc.rate_limited:
-                    self.limiter.back_off()
+                # A shared limiter holds every creation back after a 429; without one, we wait here.
+                rate_limited = exc.rate_limited and not self.limiter.back_off()
             except _MaybeLanded as exc:
+                rate_limited = False
                 last = str(exc)
                 found = find_existing(self.list_batch(batch_id, deadline))
                 if found is not None:
@@ -248,17 +260,17 @@ class DirectoryClient:
 
         Raises Refused when the upstream will not activate it, GaveUp when it cannot be reached.
         """
-        last = ""
+        last, rate_limited = "", False
         for attempt in range(self.max_attempts):
             if attempt:
-                self._pause(attempt - 1, deadline)
+                self._pause(attempt - 1, deadline, rate_limited)
             try:
                 response = self._send("PATCH", f"/hospitals/batch/{batch_id}/activate")
             except _NotSent as exc:
-                last = str(exc)
+                last, rate_limited = str(exc), exc.rate_limited
                 continue
             except _MaybeLanded as exc:
-                last = str(exc)
+                last, rate_limited = str(exc), False
             else:
                 if response.status_code == 200:
                     return

@@ -19,8 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .csv_input import HospitalRow
-from .directory_client import DirectoryClient, GaveUp, Hospital, Refused, UpstreamError
+from .directory_client import DirectoryClient, Hospital, UpstreamError
 from .errors import BatchConflict, BatchNotFound, UpstreamUnavailable
+from .rate_limit import DEADLINE_MESSAGE
 from .states import EXISTING, FINAL, RESUMABLE, RUNNING, BatchStatus, RowStatus
 from .store import Batch, Row, Store
 
@@ -98,6 +99,8 @@ class Jobs:
                  lease_seconds: float = 10.0, batch_deadline: float = 900.0, wake_timeout: float = 90.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.client = store, client
+        # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
+        self._stopping = threading.Event()
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
         self._clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -106,7 +109,8 @@ class Jobs:
         self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
 
     def close(self) -> None:
-        """Let running work finish, then release threads and connections."""
+        """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
+        self._stopping.set()
         self._batches.shutdown(wait=True)
         self._rows.shutdown(wait=True)
         self.client.close()
@@ -225,9 +229,28 @@ class Jobs:
         return todo
 
     def _create_rows(self, batch_id: str, rows: list[Row], deadline: float) -> None:
-        """Create the rows concurrently and return when every one has an outcome."""
+        """Create the rows concurrently and return when every one has an outcome.
+
+        Rate-limiter slots are taken here, as many at a time as the limit allows, and only rows
+        holding one go to the executor: a row waiting for the window keeps no seat from rows that
+        could go now, and it reads `pending` meanwhile.
+        """
         work = _in_batch_context(batch_id, self._create_row)
-        wait([self._rows.submit(work, batch_id, row, deadline) for row in rows])
+        futures, waiting = [], list(rows)
+        while waiting:
+            taken, wait_seconds = self.client.limiter.take(len(waiting))
+            going, waiting = waiting[:taken], waiting[taken:]
+            if going:
+                self.store.update_rows(batch_id, [r.row for r in going], status=RowStatus.IN_PROGRESS, error=None)
+                futures += [self._rows.submit(work, batch_id, row, deadline) for row in going]
+            if waiting and time.monotonic() + wait_seconds >= deadline:
+                self.store.update_rows(batch_id, [r.row for r in waiting], status=RowStatus.FAILED,
+                                       error=f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
+                break
+            if waiting and self._stopping.wait(wait_seconds):
+                log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+                break
+        wait(futures)
 
     @contextmanager
     def _leased(self, batch_id: str) -> Iterator[None]:
@@ -254,7 +277,7 @@ class Jobs:
         """Create one row upstream and record its outcome; a row's failure is data, never raised."""
         try:
             hospital = self.client.create_hospital(
-                batch_id, row.name, row.address, row.phone, deadline=deadline,
+                batch_id, row.name, row.address, row.phone, deadline=deadline, slot_taken=True,
                 find_existing=lambda listing: self._find_row(batch_id, row, listing),
                 before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS))
         except UpstreamError as exc:

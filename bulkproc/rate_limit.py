@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 # slightly longer window on our side keeps the two from disagreeing at the edge.
 WINDOW_MARGIN = 1.02
 EDGE_SECONDS = 0.05
+DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the create-rate limit"
 
 
 class RateLimiter:
@@ -27,14 +28,22 @@ class RateLimiter:
         self._span = window * WINDOW_MARGIN + EDGE_SECONDS
         self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
 
+    def take(self, wanted: int) -> tuple[int, float]:
+        """Take up to `wanted` slots at once, without waiting; return (taken, seconds until the next frees)."""
+        return self.store.take_create_slots(self.limit, self._span, wanted)
+
     def acquire(self, deadline: float | None = None) -> None:
         """Wait until a creation slot is free and take it; GaveUp if that would pass `deadline`."""
-        while (wait := self.store.take_create_slot(self.limit, self._span)) > 0:
+        while True:
+            taken, wait = self.take(1)
+            if taken:
+                return
             if deadline is not None and self._clock() + wait >= deadline:
-                raise GaveUp("the batch's deadline passed while waiting for the create-rate limit")
+                raise GaveUp(DEADLINE_MESSAGE)
             self._sleep(wait)
 
-    def back_off(self) -> None:
+    def back_off(self) -> bool:
         """After a 429 (someone else spent our quota), hold every creation until the window has reset."""
         log.warning("the directory answered 429; holding all creations for %.1f s", self._span)
         self.store.block_creates(self._wall_clock() + self._span)
+        return True

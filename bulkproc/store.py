@@ -278,22 +278,28 @@ class Store:
 
     # -- the create-rate limiter ---------------------------------------------------------
 
-    def take_create_slot(self, limit: int, window: float) -> float:
-        """Take a creation slot if fewer than `limit` were taken in the last `window` seconds
-        and no back-off is in force; return 0.0 when taken, else the seconds to wait."""
+    def take_create_slots(self, limit: int, window: float, wanted: int = 1) -> tuple[int, float]:
+        """Take up to `wanted` creation slots, keeping at most `limit` in any `window` seconds and
+        none while a back-off is in force; return (slots taken, seconds until another frees)."""
         now = self._clock()
         with self._write() as conn:
             # The lock row serialises limiter updates on PostgreSQL; SQLite's BEGIN IMMEDIATE already does.
             blocked_until = conn.execute(select(limiter.c.blocked_until).where(limiter.c.id == 1)
                                          .with_for_update()).scalar_one()
             if blocked_until > now:
-                return blocked_until - now
+                return 0, blocked_until - now
             conn.execute(create_slots.delete().where(create_slots.c.taken_at <= now - window))
             count, oldest = conn.execute(select(func.count(), func.min(create_slots.c.taken_at))).one()
-            if count >= limit:
-                return max(oldest + window - now, 0.001)
-            conn.execute(insert(create_slots).values(taken_at=now))
-        return 0.0
+            taken = max(0, min(wanted, limit - count))
+            if taken:
+                conn.execute(insert(create_slots), [{"taken_at": now}] * taken)
+        if taken == wanted:
+            return taken, 0.0
+        return taken, max((now if oldest is None else oldest) + window - now, 0.001)
+
+    def take_create_slot(self, limit: int, window: float) -> float:
+        """Take one creation slot; return 0.0 when taken, else the seconds to wait."""
+        return self.take_create_slots(limit, window, 1)[1]
 
     def block_creates(self, until: float) -> None:
         """Hold every creation back until `until` (wall-clock seconds)."""

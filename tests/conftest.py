@@ -47,6 +47,7 @@ def make_app(tmp_path: Path, upstream: ServedSimulator) -> Iterator[Callable[...
             "CONNECT_TIMEOUT": 1.0,
             "READ_TIMEOUT": 1.0,
             "BACKOFF_SECONDS": 0.01,
+            "RATE_LIMIT_PAUSE": 0.05,
             "LEASE_SECONDS": 2.0,
             "WAKE_TIMEOUT": 2.0,
             **overrides,

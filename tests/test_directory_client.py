@@ -31,8 +31,12 @@ class FakeLimiter:
     def acquire(self, deadline=None) -> None:
         self.acquired += 1
 
-    def back_off(self) -> None:
+    def take(self, wanted: int) -> tuple[int, float]:
+        return wanted, 0.0
+
+    def back_off(self) -> bool:
         self.backed_off += 1
+        return True  # it holds creations back itself
 
 
 @pytest.fixture
@@ -86,6 +90,33 @@ def test_429_backs_off_the_whole_limiter_and_retries_without_reading_the_batch(c
     assert client.limiter.backed_off == 2
     assert client.limiter.acquired == 3
     assert sleeps == [1.0, 2.0]  # exponential
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_without_a_shared_limiter_a_429_waits_at_least_half_the_window(sleeps):
+    client = DirectoryClient(BASE, max_attempts=3, backoff=1.0, rate_limit_pause=60.0, sleep=sleeps.append,
+                             jitter=lambda: 0.0)
+    responses.post(CREATE, status=429, json={"error": "Rate limit exceeded: 30 per 1 minute"})
+    responses.post(CREATE, json=hospital())
+
+    assert create(client).id == 7
+    assert sleeps == [30.0]
+    client.close()
+
+
+@pytest.mark.parametrize("call", ["activate", "list"])
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_a_429_on_other_calls_waits_for_the_window_instead_of_spending_the_attempts(client, sleeps, call):
+    rate_limited = {"status": 429, "json": {"error": "Rate limit exceeded: 50 per 1 minute"}}
+    if call == "activate":
+        responses.patch(ACTIVATE, **rate_limited)
+        responses.patch(ACTIVATE, json={"activated_count": 1, "message": "Batch activated"})
+        client.activate_batch(BATCH)
+    else:
+        responses.get(LIST, **rate_limited)
+        responses.get(LIST, json=[hospital()])
+        assert len(client.list_batch(BATCH)) == 1
+    assert sleeps == [60.0]  # jitter 1.0: the whole window
 
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)

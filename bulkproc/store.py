@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -99,6 +100,22 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
 
 
+def _enter_wal_mode(cursor: sqlite3.Cursor, tries: int = 200, pause: float = 0.05) -> None:
+    """Switch the file to WAL (a lasting property of the file, so normally a no-op).
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once instead
+    of waiting on the busy timeout when another worker holds it: so retry, for about 10 s.
+    """
+    for attempt in range(tries):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+
+
 def engine_for(url: str) -> Engine:
     """Build an Engine for `url`, with SQLite made safe for many threads and several processes."""
     parsed = make_url(url)
@@ -115,8 +132,8 @@ def engine_for(url: str) -> Engine:
         # We issue BEGIN ourselves (below), so pysqlite must not.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _enter_wal_mode(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -138,7 +155,11 @@ class Store:
         self.engine = engine_for(url)
         self._clock = clock
         self._changed = threading.Condition()
-        self._create_schema()
+        try:
+            self._create_schema()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def _create_schema(self) -> None:
         """Create the tables and the limiter's lock row unless they exist; safe when workers race."""

@@ -124,11 +124,6 @@ def open_store(url: str, **kwargs) -> Store:
 
 def test_workers_starting_together_on_a_new_database_all_open_it(store_url, tmp_path, request):
     sqlite = request.node.callspec.params["store_url"] == "sqlite"
-    if sqlite:
-        # The race below fails only now and then; the test after it shows the bug deterministically.
-        request.applymarker(pytest.mark.xfail(
-            strict=False, reason="PRAGMA journal_mode=WAL in engine_for's connect hook can answer "
-            "'database is locked' at once when connections open a new file together"))
     for n in range(3):
         url = f"sqlite:///{tmp_path}/round-{n}.sqlite3" if sqlite else store_url
         stores: list[Store] = []
@@ -150,9 +145,6 @@ def test_workers_starting_together_on_a_new_database_all_open_it(store_url, tmp_
                 store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="PRAGMA journal_mode=WAL in engine_for's connect hook fails at once "
-                   "with 'database is locked' instead of waiting while another connection holds the new "
-                   "(not yet WAL) file's write lock")
 def test_a_new_sqlite_file_locked_by_another_worker_is_waited_for(tmp_path):
     path = tmp_path / "new.sqlite3"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

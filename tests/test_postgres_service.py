@@ -1,0 +1,44 @@
+"""The service on a PostgreSQL job store, as several instances would share it."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from bulkproc.simulator import create_simulator, serve
+from tests.conftest import hospitals_csv
+from tests.postgres import postgres_url, store_url  # noqa: F401
+
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)]
+
+
+def test_two_instances_on_one_database_share_jobs_and_the_rate_limit(make_app, serve_app, store_url):
+    with serve(create_simulator(delay=0.05, create_limit=5, window=0.5)) as limited:
+        instances = [serve_app(make_app(DATABASE_URL=store_url, HOSPITAL_API_BASE_URL=limited.url,
+                                        CREATE_RATE=(5, 0.5))) for _ in range(2)]
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(i.upload, hospitals_csv(8, prefix=f"I{n}")) for n, i in enumerate(instances)]
+            documents = [f.result().json() for f in futures]
+
+        assert limited.sim.stats["rate_limited"] == 0
+        for n, document in enumerate(documents):
+            assert document["status"] == "completed"
+            assert len(limited.sim.hospitals(document["batch_id"])) == 8
+            # Each instance reads the other's batch from the shared store.
+            other = instances[1 - n].get(f"/hospitals/bulk/{document['batch_id']}").json()
+            assert other["status"] == "completed" and other["processed_hospitals"] == 8
+
+
+def test_a_partially_failed_batch_is_resumed_by_another_instance(make_app, serve_app, store_url, upstream):
+    first, second = (serve_app(make_app(DATABASE_URL=store_url)) for _ in range(2))
+    upstream.sim.add_fault("create", "reject_422", after=2)
+
+    failed = first.upload(hospitals_csv(4)).json()
+    assert failed["status"] == "partially_failed"
+
+    resumed = second.post(f"/hospitals/bulk/{failed['batch_id']}/resume").json()
+    assert resumed["status"] == "completed"
+    names = sorted(h["name"] for h in upstream.sim.hospitals(failed["batch_id"]))
+    assert names == sorted(r["name"] for r in failed["hospitals"])

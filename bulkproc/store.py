@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
@@ -155,6 +155,7 @@ class Store:
         self.engine = engine_for(url)
         self._clock = clock
         self._changed = threading.Condition()
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
         try:
             self._create_schema()
         except BaseException:
@@ -176,7 +177,10 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        # SQLite has one writer at a time, and a waiting writer polls on the busy handler's
+        # sleeps (up to 100 ms each). Queueing this process's writers on a lock hands the file
+        # over at once; other processes still meet the busy timeout.
+        with self._write_lock, self.engine.begin() as conn:
             yield conn
 
     @contextmanager

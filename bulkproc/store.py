@@ -322,10 +322,6 @@ class Store:
             return taken, 0.0
         return taken, max((now if oldest is None else oldest) + window - now, 0.001)
 
-    def take_create_slot(self, limit: int, window: float) -> float:
-        """Take one creation slot; return 0.0 when taken, else the seconds to wait."""
-        return self.take_create_slots(limit, window, 1)[1]
-
     def block_creates(self, until: float) -> None:
         """Hold every creation back until `until` (wall-clock seconds)."""
         with self._write() as conn:

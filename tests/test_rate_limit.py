@@ -173,7 +173,7 @@ def test_concurrent_slot_takers_never_exceed_the_limit(store_url, fake):
 
     def take(store: Store) -> None:
         barrier.wait(timeout=20)
-        wait = store.take_create_slot(5, 60)
+        taken, wait = store.take_create_slots(5, 60, 1)
         with lock:
             waits.append(wait)
 
@@ -189,3 +189,13 @@ def test_concurrent_slot_takers_never_exceed_the_limit(store_url, fake):
     assert len(waits) == 12
     assert sorted(waits)[:5] == [0.0] * 5
     assert all(wait == pytest.approx(60) for wait in sorted(waits)[5:])
+
+
+def test_a_batch_takes_what_the_window_allows_at_once_and_learns_when_more_frees(make_limiter, fake):
+    limiter = make_limiter(limit=4, window=10)
+
+    assert limiter.take(6) == (4, pytest.approx(limiter._span))
+    fake.advance(3)
+    assert limiter.take(2) == (0, pytest.approx(limiter._span - 3))
+    fake.advance(limiter._span - 3)
+    assert limiter.take(2) == (2, 0.0)

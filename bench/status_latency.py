@@ -117,7 +117,7 @@ def part1(service: Service, up) -> None:
     quiet = idle_reads(locations, seconds=2.0)
     line("baseline, batches final (no writes)", f"{len(quiet)} reads, p50 {percentile(quiet, 50):.2f} / "
                                                 f"p99 {percentile(quiet, 99):.2f} / max {max(quiet):.2f} ms "
-                                                "(same 4 threads, 2 s; tells store contention from CPU/client cost)")
+                                                f"(same {READERS} threads, 2 s; tells store contention from CPU/client cost)")
     line("upstream", f"{up.sim.stats['created']} created, {up.sim.stats['activations']} activations, "
                      f"{up.sim.stats['rate_limited']} 429s, max in flight {up.sim.stats['max_in_flight']}")
     if up.sim.stats["max_in_flight"] < UPLOADS * ROWS:

@@ -180,6 +180,7 @@ class Jobs:
         started = self._clock()
         self.store.update_batch(batch_id, status=BatchStatus.PROCESSING, run_started_at=started, error=None)
         log.info("processing (%s)", "resume" if resuming else "new")
+        error = "Processing was stopped before it finished; the batch can be resumed."
         try:
             with self._leased(batch_id):
                 error = self._work(batch_id, resuming)

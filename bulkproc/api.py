@@ -52,7 +52,7 @@ def _parse(data: bytes) -> list[csv_input.HospitalRow]:
     try:
         return csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
     except csv_input.CsvRejected as exc:
-        raise CsvRefused(exc.message, [p.as_dict() for p in exc.problems]) from None
+        raise CsvRefused(exc.message, exc.details) from None
 
 
 def _idempotency_key() -> str | None:

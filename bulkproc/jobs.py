@@ -41,8 +41,8 @@ def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict
         "batch_id": batch.id,
         "status": status,
         "total_hospitals": batch.total,
-        "processed_hospitals": sum(r.status in EXISTING for r in batch.rows),
-        "failed_hospitals": sum(r.status == RowStatus.FAILED for r in batch.rows),
+        "processed_hospitals": sum(batch.row_counts.get(s, 0) for s in EXISTING),
+        "failed_hospitals": batch.row_counts.get(RowStatus.FAILED, 0),
         "processing_time_seconds": round(elapsed, 3),
         "batch_activated": batch.activated,
         "error": batch.error,
@@ -55,9 +55,9 @@ def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict
 
 
 def summary_document(batch: Batch, now: float) -> dict[str, Any]:
-    """The listing's view of a batch: its document without rows (counts come from the store)."""
+    """The listing's view of a batch: its document without rows."""
     document = batch_document(batch, now)
-    del document["hospitals"], document["processed_hospitals"], document["failed_hospitals"]
+    del document["hospitals"]
     return document
 
 

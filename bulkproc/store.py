@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ class Batch:
     idempotency_key: str | None
     file_sha256: str | None
     rows: list[Row] = field(default_factory=list)
+    # How many rows are in each status; filled even where `rows` is not (the listing).
+    row_counts: dict[str, int] = field(default_factory=dict)
 
 
 def _enter_wal_mode(cursor: sqlite3.Cursor, tries: int = 200, pause: float = 0.05) -> None:
@@ -238,15 +241,21 @@ class Store:
                 return None
             rows = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id)
                                 .order_by(batch_rows.c.row)).all()
-        return Batch(**found._mapping, rows=[Row(**{k: v for k, v in r._mapping.items() if k != "batch_id"})
-                                             for r in rows])
+        loaded = [Row(**{k: v for k, v in r._mapping.items() if k != "batch_id"}) for r in rows]
+        return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)))
 
     def recent(self, limit: int) -> list[Batch]:
-        """The newest batches first, without their rows."""
+        """The newest batches first, with their row counts but not their rows."""
         with self._read() as conn:
             found = conn.execute(select(batches).order_by(batches.c.created_at.desc(), batches.c.id)
                                  .limit(limit)).all()
-        return [Batch(**b._mapping) for b in found]
+            counts: dict[str, dict[str, int]] = {b.id: {} for b in found}
+            for batch_id, status, count in conn.execute(
+                    select(batch_rows.c.batch_id, batch_rows.c.status, func.count())
+                    .where(batch_rows.c.batch_id.in_(list(counts)))
+                    .group_by(batch_rows.c.batch_id, batch_rows.c.status)):
+                counts[batch_id][status] = count
+        return [Batch(**b._mapping, row_counts=counts[b.id]) for b in found]
 
     def version(self, batch_id: str) -> int | None:
         with self._read() as conn:

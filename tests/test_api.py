@@ -138,6 +138,7 @@ def test_listing_is_newest_first_without_rows_and_limited(client):
     listed = client.get("/hospitals/bulk?limit=2").get_json()["batches"]
     assert [b["batch_id"] for b in listed] == ids[::-1][:2]
     assert "hospitals" not in listed[0] and listed[0]["status"] == "completed"
+    assert (listed[0]["total_hospitals"], listed[0]["processed_hospitals"], listed[0]["failed_hospitals"]) == (1, 1, 0)
     assert_error_shape(client.get("/hospitals/bulk?limit=101"), 400)
     assert_error_shape(client.get("/hospitals/bulk?limit=zero"), 400)
 

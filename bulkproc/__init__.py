@@ -36,7 +36,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         client.limiter = RateLimiter(store, *app.config["CREATE_RATE"])
     app.extensions["bulkproc"] = Jobs(
         store, client, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
-        batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"])
+        batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
+        settle_seconds=app.config["READ_TIMEOUT"])
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

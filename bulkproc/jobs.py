@@ -81,6 +81,16 @@ def _matches(row: Row, hospital: Hospital) -> bool:
     return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
 
 
+def _match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
+    """Pair rows with the batch's hospitals upstream, each hospital to one row; (pairs, unmatched rows)."""
+    found: dict[Row, Hospital] = {}
+    for row in rows:
+        hospital = next((h for h in listing if h not in found.values() and _matches(row, h)), None)
+        if hospital is not None:
+            found[row] = hospital
+    return found, [r for r in rows if r not in found]
+
+
 def _in_batch_context(batch_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap `fn` so that it runs, in any thread, with the batch id in the logging context."""
     def run(*args: Any) -> Any:
@@ -97,11 +107,14 @@ class Jobs:
 
     def __init__(self, store: Store, client: DirectoryClient, *, concurrency: int = 20,
                  lease_seconds: float = 10.0, batch_deadline: float = 900.0, wake_timeout: float = 90.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 settle_seconds: float = 90.0, clock: Callable[[], float] = time.time) -> None:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
         self._stopping = threading.Event()
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
+        # How long a creation may take to land upstream: a resume waits this long after a row's
+        # last attempt before posting it again.
+        self.settle_seconds = settle_seconds
         self._clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
@@ -214,19 +227,21 @@ class Jobs:
         batch = self.store.load(batch_id)
         if not resuming:
             return [r for r in batch.rows if r.status not in EXISTING]
-        listing = self.client.list_batch(batch_id, deadline)
-        claimed: set[int] = set()
-        todo = []
-        for row in batch.rows:
-            found = next((h for h in listing if h.id not in claimed and _matches(row, h)), None)
-            if found is None:
-                todo.append(row)
-                self.store.update_row(batch_id, row.row, status=RowStatus.PENDING, hospital_id=None, error=None)
-                continue
-            claimed.add(found.id)
-            if (row.status, row.hospital_id) != (RowStatus.CREATED, found.id):
-                self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=found.id, error=None)
-        log.info("resume: %d of %d rows exist upstream", len(batch.rows) - len(todo), len(batch.rows))
+        found, todo = _match(batch.rows, self.client.list_batch(batch_id, deadline))
+        # A creation sent just before its process died may still be on its way: the upstream
+        # shows a hospital only once its 5 s are over. Give it the read timeout to land.
+        settled_at = max((r.attempted_at or 0.0 for r in todo), default=0.0) + self.settle_seconds
+        if settled_at > self._clock():
+            log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
+            self._stopping.wait(settled_at - self._clock())
+            found, todo = _match(batch.rows, self.client.list_batch(batch_id, deadline))
+        for row, hospital in found.items():
+            if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
+                self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=hospital.id, error=None)
+        if todo:
+            self.store.update_rows(batch_id, [r.row for r in todo], status=RowStatus.PENDING, hospital_id=None,
+                                   error=None)
+        log.info("resume: %d of %d rows exist upstream", len(found), len(batch.rows))
         return todo
 
     def _create_rows(self, batch_id: str, rows: list[Row], deadline: float) -> None:
@@ -242,7 +257,8 @@ class Jobs:
             taken, wait_seconds = self.client.limiter.take(len(waiting))
             going, waiting = waiting[:taken], waiting[taken:]
             if going:
-                self.store.update_rows(batch_id, [r.row for r in going], status=RowStatus.IN_PROGRESS, error=None)
+                self.store.update_rows(batch_id, [r.row for r in going], status=RowStatus.IN_PROGRESS, error=None,
+                                       attempted_at=self._clock())
                 futures += [self._rows.submit(work, batch_id, row, deadline) for row in going]
             if waiting and time.monotonic() + wait_seconds >= deadline:
                 self.store.update_rows(batch_id, [r.row for r in waiting], status=RowStatus.FAILED,
@@ -280,7 +296,8 @@ class Jobs:
             hospital = self.client.create_hospital(
                 batch_id, row.name, row.address, row.phone, deadline=deadline, slot_taken=True,
                 find_existing=lambda listing: self._find_row(batch_id, row, listing),
-                before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS))
+                before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS,
+                                                          attempted_at=self._clock()))
         except UpstreamError as exc:
             log.warning("row %d failed: %s", row.row, exc)
             self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc))

@@ -52,6 +52,8 @@ batch_rows = Table(
     Column("status", String(24), nullable=False),
     Column("hospital_id", Integer),
     Column("error", Text),
+    # When the row's last creation request was sent (wall-clock seconds): a resume gives it time to land.
+    Column("attempted_at", Float),
 )
 
 # The shared create-rate limiter: one lock row, and the creations of the current window.
@@ -80,6 +82,7 @@ class Row:
     status: str
     hospital_id: int | None
     error: str | None
+    attempted_at: float | None = None
 
 
 @dataclass(frozen=True)

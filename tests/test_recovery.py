@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -92,3 +93,22 @@ def test_a_live_batch_keeps_its_lease_through_a_long_wake_up(make_app, serve_app
         app.extensions["bulkproc"].wait_until_final(batch_id)
 
         assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "completed"
+
+
+def test_resume_waits_for_a_creation_still_in_flight_instead_of_posting_it_twice(app, service, upstream):
+    jobs = app.extensions["bulkproc"]
+    rows = parse(hospitals_csv(3).encode())
+    batch_id, _ = jobs.store.insert_batch("5c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", rows, owner="dead:2",
+                                          lease_until=time.time() - 1)
+    # The dead process sent row 1 just before it died; the upstream stores it 0.5 s later.
+    jobs.store.update_row(batch_id, 1, status="in_progress", attempted_at=time.time())
+    upstream.sim.delay = 0.5
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(create_upstream, upstream, batch_id, rows[0])
+
+        document = service.post(f"/hospitals/bulk/{batch_id}/resume").json()
+
+        assert in_flight.result()["id"] == document["hospitals"][0]["hospital_id"]
+    assert document["status"] == "completed"
+    names = [h["name"] for h in upstream.sim.hospitals(batch_id)]
+    assert sorted(names) == [r.name for r in rows]

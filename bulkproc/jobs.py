@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .csv_input import HospitalRow
-from .directory_client import DirectoryClient, Hospital, UpstreamError
+from .directory_client import DirectoryClient, Hospital, Refused, UpstreamError
 from .errors import BatchConflict, BatchNotFound, UpstreamUnavailable
 from .rate_limit import DEADLINE_MESSAGE
 from .states import EXISTING, FINAL, RESUMABLE, RUNNING, BatchStatus, RowStatus
@@ -298,6 +298,10 @@ class Jobs:
                 find_existing=lambda listing: self._find_row(batch_id, row, listing),
                 before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS,
                                                           attempted_at=self._clock()))
+        except Refused as exc:
+            log.warning("row %d refused: %s", row.row, exc)
+            # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
+            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc), attempted_at=None)
         except UpstreamError as exc:
             log.warning("row %d failed: %s", row.row, exc)
             self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc))

@@ -112,3 +112,16 @@ def test_resume_waits_for_a_creation_still_in_flight_instead_of_posting_it_twice
     assert document["status"] == "completed"
     names = [h["name"] for h in upstream.sim.hospitals(batch_id)]
     assert sorted(names) == [r.name for r in rows]
+
+
+def test_resume_of_a_refused_row_does_not_wait_for_it_to_land(service, upstream, caplog):
+    upstream.sim.add_fault("create", "reject_422")
+    failed = service.upload(hospitals_csv(2)).json()
+    assert failed["status"] == "partially_failed"
+
+    with caplog.at_level("INFO", logger="bulkproc.jobs"):
+        document = service.post(f"/hospitals/bulk/{failed['batch_id']}/resume").json()
+
+    assert document["status"] == "completed"
+    assert "resume: 1 of 2 rows exist upstream" in caplog.text
+    assert "may still be in flight" not in caplog.text

@@ -6,6 +6,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_UPSTREAM = "https://hospital-directory.onrender.com"
 
 
@@ -41,6 +44,16 @@ def _rate(text: str) -> tuple[int, float] | None:
     return _positive_int(count), _positive_float(seconds)
 
 
+def _database_url(text: str) -> str:
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError from None
+    if url.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError
+    return text
+
+
 def _token(text: str) -> str | None:
     return text or None
 
@@ -48,7 +61,7 @@ def _token(text: str) -> str | None:
 # variable -> (config key, default text, parser, what a good value looks like)
 VARIABLES: dict[str, tuple[str, str | None, Callable[[str], Any], str]] = {
     "HOSPITAL_API_BASE_URL": ("HOSPITAL_API_BASE_URL", DEFAULT_UPSTREAM, _url, "an http(s) URL"),
-    "DATABASE_URL": ("DATABASE_URL", None, str, "an SQLAlchemy database URL"),
+    "DATABASE_URL": ("DATABASE_URL", None, _database_url, "a sqlite:/// or postgresql:// URL"),
     "BULKPROC_MAX_ROWS": ("MAX_ROWS", "20", _positive_int, "a whole number of at least 1"),
     "BULKPROC_MAX_UPLOAD_BYTES": ("MAX_UPLOAD_BYTES", "1048576", _positive_int, "a whole number of bytes"),
     "BULKPROC_CONCURRENCY": ("CONCURRENCY", "20", _positive_int, "a whole number of at least 1"),

@@ -31,6 +31,7 @@ def test_defaults_follow_the_contract():
     ("HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000/", "HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000"),
     ("BULKPROC_API_TOKEN", "t", "API_TOKEN", "t"),
     ("BULKPROC_READ_TIMEOUT", " 30 ", "READ_TIMEOUT", 30.0),
+    ("DATABASE_URL", "postgres://u@db/jobs", "DATABASE_URL", "postgres://u@db/jobs"),
 ])
 def test_values_are_parsed(variable, text, key, value):
     assert from_env({variable: text})[key] == value
@@ -40,6 +41,7 @@ def test_values_are_parsed(variable, text, key, value):
     ("BULKPROC_MAX_ROWS", "twenty"), ("BULKPROC_MAX_ROWS", "0"), ("BULKPROC_CONCURRENCY", "-1"),
     ("BULKPROC_CREATE_RATE", "30"), ("BULKPROC_CREATE_RATE", "30/0"), ("BULKPROC_READ_TIMEOUT", "nan"),
     ("HOSPITAL_API_BASE_URL", "hospital-directory.onrender.com"),
+    ("DATABASE_URL", "jobs.sqlite3"), ("DATABASE_URL", "mysql://db/jobs"),
 ])
 def test_a_bad_value_names_its_variable(variable, text):
     with pytest.raises(ConfigError, match=variable):

@@ -23,6 +23,9 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, NameReso
 
 log = logging.getLogger(__name__)
 
+# Render puts a free instance to sleep after about 15 idle minutes; an answer more recent than
+# this means it is awake, and no wake-up call is needed.
+AWAKE_SECONDS = 600.0
 # Render's edge answers these while the instance wakes or is overloaded. A 504 can come after the
 # app did the work, so for creations they are "maybe landed": we read the batch before re-posting.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -119,6 +122,7 @@ class DirectoryClient:
         self._backoff, self._backoff_cap, self._rate_limit_pause = backoff, backoff_cap, rate_limit_pause
         self._sleep, self._clock, self._jitter = sleep, clock, jitter
         self._pool_size = pool_size
+        self._last_answer: float | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -162,6 +166,8 @@ class DirectoryClient:
             raise _MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
         except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             raise _MaybeLanded(f"the directory did not answer in time ({type(exc).__name__})") from exc
+        if response.status_code < 500:
+            self._last_answer = self._clock()
         if response.status_code == 429:
             raise _NotSent("the directory's rate limit was hit (429)", rate_limited=True)
         if response.status_code >= 500:
@@ -198,7 +204,10 @@ class DirectoryClient:
     # -- endpoints -----------------------------------------------------------------------
 
     def wake(self, timeout: float) -> None:
-        """Call `GET /` with a long read timeout, so a sleeping instance is up before the fan-out."""
+        """Call `GET /` with a long read timeout, so a sleeping instance is up before the fan-out;
+        nothing to do when the directory answered within the last AWAKE_SECONDS."""
+        if self._last_answer is not None and self._clock() - self._last_answer < AWAKE_SECONDS:
+            return
         self._retrying("waking the directory",
                        lambda: self._send("GET", "/", timeout=(self.timeout[0], timeout)))
 

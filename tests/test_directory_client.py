@@ -258,6 +258,21 @@ def test_wake_waits_with_the_long_timeout(client):
     assert call.calls[0].request.req_kwargs["timeout"] == (5.0, 75)
 
 
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_an_instance_that_answered_lately_is_not_woken_again(client):
+    now = [1000.0]
+    client._clock = lambda: now[0]
+    wake = responses.get(f"{BASE}/", json={"status": "OK"})
+    responses.get(f"{BASE}/", json={"status": "OK"})
+
+    client.wake(timeout=75)
+    now[0] += 599
+    client.wake(timeout=75)
+    assert wake.call_count == 1
+    now[0] += 2  # ten idle minutes: Render may have put it to sleep
+    client.wake(timeout=75)
+
+
 def test_every_call_has_a_timeout_and_sessions_are_per_thread(client):
     import threading
 

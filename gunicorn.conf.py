@@ -15,7 +15,7 @@ accesslog = "-"
 # gunicorn 23+'s control socket lives at one fixed path per user; several servers on one machine
 # (tests, benchmarks, make run) would fight over it, and nothing here uses it.
 control_socket_disable = True
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'  # request time in microseconds
 
 
 def on_starting(server):

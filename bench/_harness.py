@@ -113,14 +113,14 @@ class Service:
         return children_of(self.proc.pid)
 
     def access_log_ms(self, pattern: str) -> list[float]:
-        """Request durations (ms, gunicorn's %(M)s) of access-log lines whose request matches `pattern`."""
+        """Request durations (ms, from gunicorn's %(D)s in µs) of access-log lines whose request matches `pattern`."""
         self._log.flush()
-        regex = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}) \S+ (?P<ms>\d+)ms$')
+        regex = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}) \S+ (?P<us>\d+)us$')
         found = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             match = regex.search(line)
             if match and re.search(pattern, match["request"]):
-                found.append(float(match["ms"]))
+                found.append(int(match["us"]) / 1000)
         return found
 
     def stop(self, timeout: float = 40.0) -> int | None:

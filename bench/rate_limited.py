@@ -5,8 +5,11 @@ simulator runs the same rule on a SCALED window: 30 creations per 6 s, 0.5 s per
 the service is told the same (BULKPROC_CREATE_RATE=30/6). 2 gunicorn workers share the limiter
 through the SQLite job store.
 
-Reported: total time as a ratio to the least the limit allows (no target). Targets: at most
-1 upstream 429, 0 failed rows, each worker's peak RSS (VmHWM) <= 80 MB.
+Targets: total time at most 1.10 x the least the limit allows, at most 1 upstream 429, 0 failed
+rows, each worker's peak RSS (VmHWM) <= 80 MB. Run twice: with the default BULKPROC_CONCURRENCY
+(20 per worker), whichever worker gets two of the three uploads must send 30 creations in the
+second window through 20 seats, so the ratio depends on where the kernel puts the uploads; and
+with BULKPROC_CONCURRENCY=30, which the shared limiter makes safe.
 
 Run: .venv/bin/python bench/rate_limited.py
 """
@@ -36,14 +39,23 @@ RATIO_TARGET = 1.10
 
 
 def main() -> int:
+    run_once("default BULKPROC_CONCURRENCY (20)", {})
+    # With the shared limiter on, no more than LIMIT creations can be in flight in all, so a
+    # worker may safely be allowed LIMIT of them: then a worker that got two of the three
+    # uploads can send a whole window's worth at once instead of in two rounds.
+    run_once(f"BULKPROC_CONCURRENCY={LIMIT}", {"BULKPROC_CONCURRENCY": str(LIMIT)})
+    return 0
+
+
+def run_once(label: str, extra_env: dict[str, str]) -> None:
     creations = ROWS * UPLOADS
     header(f"rate_limited: {UPLOADS} concurrent {ROWS}-row async uploads ({creations} creations), "
-           f"{WORKERS} workers")
+           f"{WORKERS} workers, {label}")
     line("SCALED clock", f"simulator limit {LIMIT} creations per {WINDOW:g} s window (real: per 60 s), "
                          f"creation delay {DELAY:g} s (real: 5 s); service BULKPROC_CREATE_RATE={LIMIT}/{WINDOW:g}")
 
     up = serve(create_simulator(delay=DELAY, create_limit=LIMIT, window=WINDOW))
-    service = Service(up.url, workers=WORKERS, env={"BULKPROC_CREATE_RATE": f"{LIMIT}/{WINDOW:g}"})
+    service = Service(up.url, workers=WORKERS, env={"BULKPROC_CREATE_RATE": f"{LIMIT}/{WINDOW:g}", **extra_env})
     try:
         service.wait_healthy()
         workers = service.worker_pids()
@@ -124,7 +136,6 @@ def main() -> int:
                                           f"{mb / RSS_TARGET_MB:.2f} of target  (target <= {RSS_TARGET_MB:g} MB)  "
                                           f"{verdict(mb <= RSS_TARGET_MB)}")
         line(f"worker {pid} peak RSS (VmHWM)", text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,3 +29,11 @@ def on_starting(server):
     except ConfigError as exc:
         print(f"bulkproc: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def worker_exit(server, worker):
+    """On a graceful stop, let this worker's batches stop waiting for a rate window: their rows
+    stay pending and the batch ends partially_failed, resumable, instead of being killed mid-wait."""
+    jobs = getattr(worker.wsgi, "extensions", {}).get("bulkproc")
+    if jobs is not None:
+        jobs.close()

@@ -302,3 +302,16 @@ def test_an_upload_sent_twice_at_once_with_one_idempotency_key_makes_one_batch(s
     assert_completed(responses[0].json(), sim, 4)
     assert sim.stats["create_requests"] == 4
     assert len(sim.hospitals()) == 4
+
+
+def test_a_graceful_stop_leaves_rows_waiting_for_the_window_pending_and_the_batch_resumable(start_service,
+                                                                                             upstream):
+    service = start_service(BULKPROC_CREATE_RATE="2/60")
+    batch_id = service.upload(hospitals_csv(4), **ASYNC).json()["batch_id"]
+    wait_until(lambda: len(upstream.sim.hospitals(batch_id)) == 2, timeout=20, what="the first window's 2 rows")
+
+    service.stop()  # SIGTERM; the other two rows wait for a window a minute away
+
+    document = start_service().batch(batch_id)
+    assert document["status"] == "partially_failed", document
+    assert [r["status"] for r in document["hospitals"]] == ["created", "created", "pending", "pending"]

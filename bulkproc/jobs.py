@@ -233,7 +233,8 @@ class Jobs:
         settled_at = max((r.attempted_at or 0.0 for r in todo), default=0.0) + self.settle_seconds
         if settled_at > self._clock():
             log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
-            self._stopping.wait(settled_at - self._clock())
+            if self._stopping.wait(settled_at - self._clock()):
+                return []  # shutting down: the batch stays resumable as it was
             found, todo = _match(batch.rows, self.client.list_batch(batch_id, deadline))
         for row, hospital in found.items():
             if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):

@@ -7,7 +7,6 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 

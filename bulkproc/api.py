@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -163,17 +162,12 @@ def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
     """One event per change of the batch, a comment every `heartbeat` seconds, and the end at a final state."""
     yield "retry: 2000\n\n"
     sent = None
-    version = -1
-    while True:
-        document = jobs.document(batch_id)
+    for document in jobs.watch(batch_id, heartbeat):
+        if document is None:
+            yield ": keep-alive\n\n"
+            continue
         # updated_at moves with every write; the status also moves when a lease lapses.
         key = (document["updated_at"], document["status"])
         if key != sent:
             sent = key
             yield f"data: {json.dumps(document)}\n\n"
-        if jobs.is_final(document):
-            return
-        started = time.monotonic()
-        version = jobs.store.wait_for_change(batch_id, version, heartbeat)
-        if time.monotonic() - started >= heartbeat:
-            yield ": keep-alive\n\n"

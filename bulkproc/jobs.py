@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -147,11 +147,24 @@ class Jobs:
     def is_final(self, document: dict[str, Any]) -> bool:
         return document["status"] in FINAL
 
+    def watch(self, batch_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
+        """The batch's document now and after each change, whichever process makes it, or None
+        when `quiet_after` seconds pass without one; ends after the first final document."""
+        version = -1
+        while True:
+            document = self.document(batch_id)
+            yield document
+            if self.is_final(document):
+                return
+            started = time.monotonic()
+            version = self.store.wait_for_change(batch_id, version, quiet_after)
+            if time.monotonic() - started >= quiet_after:
+                yield None
+
     def wait_until_final(self, batch_id: str) -> None:
         """Block until the batch reaches a final state, whichever process is running it."""
-        version = -1
-        while not self.is_final(self.document(batch_id)):
-            version = self.store.wait_for_change(batch_id, version, self.lease_seconds)
+        for _ in self.watch(batch_id, self.lease_seconds):
+            pass
 
     # -- starting and running ------------------------------------------------------------
 
@@ -330,8 +343,8 @@ class Jobs:
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
-        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.CREATED_AND_ACTIVATED)
-        self.store.update_batch(batch_id, activated=True)
+        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.CREATED_AND_ACTIVATED,
+                               batch={"activated": True})
         return None
 
     def _fail_unfinished(self, batch_id: str, error: str) -> None:
@@ -351,9 +364,12 @@ class Jobs:
 
     def roll_back(self, batch_id: str) -> None:
         """Delete the batch's hospitals upstream and mark it rolled_back (BatchConflict while it runs)."""
+        self.load(batch_id)  # BatchNotFound before anything else
         if not self.store.take_lease(batch_id, self.owner, self._lease_end(), FINAL - {BatchStatus.INTERRUPTED}):
-            raise BatchConflict(f"Batch {self.load(batch_id).id} is being processed; it cannot be rolled back now.")
-        token = current_batch.set(batch_id)
+            raise BatchConflict(f"Batch {batch_id} is being processed; it cannot be rolled back now.")
+        _in_batch_context(batch_id, self._roll_back)(batch_id)
+
+    def _roll_back(self, batch_id: str) -> None:
         try:
             with self._leased(batch_id):
                 deleted = self.client.delete_batch(batch_id)
@@ -361,12 +377,10 @@ class Jobs:
             batch = self.store.load(batch_id)
             self.store.update_batch(batch_id, status=self._outcome(batch), lease_owner=None, lease_expires=None)
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
-        finally:
-            current_batch.reset(token)
         batch = self.store.load(batch_id)
-        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.DELETED, hospital_id=None)
-        self.store.update_batch(batch_id, status=BatchStatus.ROLLED_BACK, activated=False,
-                                lease_owner=None, lease_expires=None)
+        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.DELETED, hospital_id=None,
+                               batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
+                                      "lease_owner": None, "lease_expires": None})
         log.info("rolled back: %d hospitals deleted upstream", deleted)
 
 

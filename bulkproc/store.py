@@ -271,19 +271,15 @@ class Store:
         self._notify()
 
     def update_row(self, batch_id: str, row: int, **values) -> None:
-        """Change one row's columns (status, hospital_id, error) and bump the batch's version."""
-        with self._write() as conn:
-            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id,
-                                                  batch_rows.c.row == row).values(**values))
-            self._touch(conn, batch_id)
-        self._notify()
+        """Change one row's columns (status, hospital_id, error, attempted_at) and bump the batch's version."""
+        self.update_rows(batch_id, [row], **values)
 
-    def update_rows(self, batch_id: str, rows: Iterable[int], **values) -> None:
-        """Change several rows at once (activation, rollback), as one transition."""
+    def update_rows(self, batch_id: str, rows: Iterable[int], *, batch: dict | None = None, **values) -> None:
+        """Change several rows, and the batch's `batch` columns with them, as one transition."""
         with self._write() as conn:
             conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id,
                                                   batch_rows.c.row.in_(list(rows))).values(**values))
-            self._touch(conn, batch_id)
+            self._touch(conn, batch_id, **(batch or {}))
         self._notify()
 
     def _touch(self, conn: Connection, batch_id: str, **values) -> None:

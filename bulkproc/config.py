@@ -58,24 +58,25 @@ def _token(text: str) -> str | None:
     return text or None
 
 
-# variable -> (config key, default text, parser, what a good value looks like)
-VARIABLES: dict[str, tuple[str, str | None, Callable[[str], Any], str]] = {
-    "HOSPITAL_API_BASE_URL": ("HOSPITAL_API_BASE_URL", DEFAULT_UPSTREAM, _url, "an http(s) URL"),
-    "DATABASE_URL": ("DATABASE_URL", None, _database_url, "a sqlite:/// or postgresql:// URL"),
-    "BULKPROC_MAX_ROWS": ("MAX_ROWS", "20", _positive_int, "a whole number of at least 1"),
-    "BULKPROC_MAX_UPLOAD_BYTES": ("MAX_UPLOAD_BYTES", "1048576", _positive_int, "a whole number of bytes"),
-    "BULKPROC_CONCURRENCY": ("CONCURRENCY", "20", _positive_int, "a whole number of at least 1"),
-    "BULKPROC_CREATE_RATE": ("CREATE_RATE", "30/60", _rate, "N/S, such as 30/60, or 0 for no limit"),
-    "BULKPROC_CONNECT_TIMEOUT": ("CONNECT_TIMEOUT", "5", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_READ_TIMEOUT": ("READ_TIMEOUT", "90", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_MAX_ATTEMPTS": ("MAX_ATTEMPTS", "5", _positive_int, "a whole number of at least 1"),
-    "BULKPROC_LEASE_SECONDS": ("LEASE_SECONDS", "10", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_API_TOKEN": ("API_TOKEN", "", _token, "any text"),
+# variable -> (default text, parser, what a good value looks like); the app.config key is the
+# variable without its BULKPROC_ prefix.
+VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
+    "HOSPITAL_API_BASE_URL": (DEFAULT_UPSTREAM, _url, "an http(s) URL"),
+    "DATABASE_URL": (None, _database_url, "a sqlite:/// or postgresql:// URL"),
+    "BULKPROC_MAX_ROWS": ("20", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_MAX_UPLOAD_BYTES": ("1048576", _positive_int, "a whole number of bytes"),
+    "BULKPROC_CONCURRENCY": ("20", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_CREATE_RATE": ("30/60", _rate, "N/S, such as 30/60, or 0 for no limit"),
+    "BULKPROC_CONNECT_TIMEOUT": ("5", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_READ_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_MAX_ATTEMPTS": ("5", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_LEASE_SECONDS": ("10", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_API_TOKEN": ("", _token, "any text"),
     # Beyond the contract's table: tuning that rarely needs touching.
-    "BULKPROC_BATCH_DEADLINE": ("BATCH_DEADLINE", "900", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_WAKE_TIMEOUT": ("WAKE_TIMEOUT", "90", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_BACKOFF_SECONDS": ("BACKOFF_SECONDS", "0.5", _positive_float, "a number of seconds above 0"),
-    "BULKPROC_RATE_LIMIT_PAUSE": ("RATE_LIMIT_PAUSE", "60", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_BACKOFF_SECONDS": ("0.5", _positive_float, "a number of seconds above 0"),
+    "BULKPROC_RATE_LIMIT_PAUSE": ("60", _positive_float, "a number of seconds above 0"),
 }
 
 
@@ -83,7 +84,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read every setting from `environ` (default: os.environ); raise ConfigError naming a bad variable."""
     environ = os.environ if environ is None else environ
     settings: dict[str, Any] = {}
-    for variable, (key, default, parse, expected) in VARIABLES.items():
+    for variable, (default, parse, expected) in VARIABLES.items():
+        key = variable.removeprefix("BULKPROC_")
         text = environ.get(variable, default)
         if text is None:
             settings[key] = None

@@ -36,9 +36,10 @@ class ServedSimulator:
         self._host, self._port = server.host, server.port
         self._handler = server.RequestHandlerClass
         self._app = server.app
+        # Every request passes the countdown of refuse_connections(after_requests=...) first.
         server.app = self._count_request
         # One lock orders every transition (refuse, accept, stop) and the request countdown.
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._generation = 0
@@ -55,7 +56,10 @@ class ServedSimulator:
             return self._server is None and not self._stopped
 
     def refuse(self) -> None:
-        """Close the listening socket now so new connections are refused (in-flight requests finish); RuntimeError after stop()."""
+        """Close the listening socket so new connections are refused, letting requests in flight finish.
+
+        RuntimeError after stop().
+        """
         with self._lock:
             self._check_running()
             self._supersede()

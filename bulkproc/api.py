@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import csv_input
+from . import csv_input, results
 from .errors import BadRequest, CsvRefused, Unauthorized
 from .jobs import Jobs
 from .store import IdempotencyMismatch
@@ -171,3 +171,20 @@ def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
         if key != sent:
             sent = key
             yield f"data: {json.dumps(document)}\n\n"
+
+
+@bp.get("/<batch_id>/results.csv")
+def batch_results(batch_id: str):
+    batch = _jobs().load(batch_id)
+    return _csv_file(results.results_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-results.csv")
+
+
+@bp.get("/<batch_id>/failed.csv")
+def batch_failed_rows(batch_id: str):
+    batch = _jobs().load(batch_id)
+    return _csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
+
+
+def _csv_file(lines: Iterator[str], filename: str) -> Response:
+    return Response(lines, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,14 +1,9 @@
 """The upload page: served as plain HTML, and driven in a real headless Chromium."""
 
 import os
-import threading
 from html.parser import HTMLParser
 
 import pytest
-from werkzeug.serving import make_server
-
-from bulkproc import create_app
-from bulkproc.simulator import create_simulator, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -48,14 +43,6 @@ def _parse(html):
     return links
 
 
-@pytest.fixture
-def app(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db",
-                      "HOSPITAL_API_BASE_URL": "http://127.0.0.1:9", "CREATE_RATE": None})
-    yield app
-    app.extensions["bulkproc"].close()
-
-
 # --- the page as HTML ---------------------------------------------------------
 
 
@@ -72,13 +59,8 @@ def test_page_has_the_form_and_only_local_resources(app):
     assert not [url for url in page.urls if "http" in url or url.startswith("//")]
 
 
-def test_page_asks_for_a_token_when_one_is_required(tmp_path):
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db",
-                      "HOSPITAL_API_BASE_URL": "http://127.0.0.1:9", "API_TOKEN": "s3cret"})
-    try:
-        html = app.test_client().get("/").get_data(as_text=True)
-    finally:
-        app.extensions["bulkproc"].close()
+def test_page_asks_for_a_token_when_one_is_required(make_app):
+    html = make_app(API_TOKEN="s3cret").test_client().get("/").get_data(as_text=True)
     assert "token" in _parse(html).ids
     assert "s3cret" not in html
 
@@ -113,33 +95,13 @@ def browser():
 
 
 @pytest.fixture
-def upstream():
-    up = serve(create_simulator(delay=0.05, create_limit=0))
-    yield up
-    up.stop()
+def live_server(make_app, serve_app):
+    """Serve an app over real HTTP on 127.0.0.1, in front of the simulator; returns its URL.
 
-
-@pytest.fixture
-def live_server(tmp_path, upstream):
-    """Serve the app over real HTTP on 127.0.0.1, in front of the simulator; returns its URL."""
-    started = []
-
-    def start(**config):
-        app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.db",
-                          "HOSPITAL_API_BASE_URL": upstream.url, "CREATE_RATE": None,
-                          "BACKOFF_SECONDS": 0.01, **config})
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        started.append((app, server, thread))
-        return f"http://127.0.0.1:{server.server_port}/"
-
-    yield start
-    for app, server, thread in started:
-        server.shutdown()
-        thread.join()
-        server.server_close()
-        app.extensions["bulkproc"].close()
+    The shared fixtures stop the server, then close the app's jobs and its store: an unclosed
+    store leaves SQLite connections for the garbage collector (a ResourceWarning on 3.13).
+    """
+    return lambda **config: serve_app(make_app(**config)).url + "/"
 
 
 @pytest.fixture

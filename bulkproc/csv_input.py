@@ -373,12 +373,12 @@ def phone_problem(phone: str) -> str | None:
     main = _without_extension(phone)
     body = main[1:] if main.startswith("(") else main
     body = body[1:] if body.startswith("+") else body
-    if not all(char in _PHONE_CHARACTERS for char in body):
+    if not _PHONE_CHARACTERS.issuperset(body):
         return (
             f"The phone {_quoted(phone)} may hold only digits, spaces, a leading +, - ( ) . "
             'and an extension at the end such as "x123".'
         )
-    digits = sum(char in _ASCII_DIGITS for char in main)
+    digits = sum(map(main.count, _ASCII_DIGITS))
     if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
         return (
             f"The phone {_quoted(phone)} has {digits} digits, but a phone number needs "
@@ -394,8 +394,10 @@ def _without_extension(phone: str) -> str:
     if not 1 <= len(phone) - len(before_digits) <= PHONE_MAX_EXTENSION_DIGITS:
         return phone
     before_marker = before_digits.rstrip(" ")
+    # Lowering only the last few characters keeps their count, which lowering the whole phone might not.
+    tail = before_marker[-len(_EXTENSION_MARKERS[0]):].lower()
     for marker in _EXTENSION_MARKERS:
-        if before_marker[-len(marker):].lower() == marker:
+        if tail.endswith(marker):
             return before_marker[: -len(marker)].rstrip(" ")
     return phone
 

@@ -474,6 +474,9 @@ HUGE_FILES = {
     "control_characters_everywhere": "\u202e=A\x1b,\u2066@B\x00,\x9b1\n".encode() * 50_000,
     "an_unclosed_quote_then_a_megabyte": b'A,"' + b"x" * 1_000_000,
     "a_huge_unknown_header_cell": b"name,address," + "\u00e9".encode() * 130_000 + b"\nA,1 Main St\n",
+    # Astral characters cost 12 bytes each in ASCII-escaped JSON: the worst case for quoted prefixes.
+    "astral_unknown_header_columns": b"name,address" + ("," + "\U0001f3e5" * 30).encode() * 500 + b"\nA,1\n",
+    "astral_phones": b"".join(b"H%d,1 Main St,%s\n" % (i, "\U0001f3e5".encode() * 30) for i in range(500)),
 }
 
 

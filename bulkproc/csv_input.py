@@ -63,11 +63,11 @@ class Problem:
 
 
 class CsvRejected(Exception):
-    """The CSV content was refused; `problems` lists the reasons (at most 100, then a count of the rest)."""
+    """The CSV content was refused; `problems` lists the reasons (at most 100, then a line counting the rest)."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], count: int | None = None) -> None:
         self.problems = list(problems)
-        count = len(self.problems)
+        count = len(self.problems) if count is None else count
         noun = "problem" if count == 1 else "problems"
         self.message = f"The CSV has {count} {noun}; nothing was created."
         super().__init__(self.message)
@@ -85,6 +85,8 @@ class Inspection:
     rows: list[HospitalRow]
     problems: list[Problem]
     total: int
+    # Every problem found, including those beyond the listed ones.
+    problem_count: int = 0
 
     @property
     def valid(self) -> bool:
@@ -121,7 +123,7 @@ def parse(data: bytes, max_rows: int = 20) -> list[HospitalRow]:
     """Return the hospitals of a CSV upload; raise CsvRejected listing its problems otherwise."""
     inspection = inspect(data, max_rows)
     if not inspection.valid:
-        raise CsvRejected(inspection.problems)
+        raise CsvRejected(inspection.problems, inspection.problem_count)
     return inspection.rows
 
 
@@ -130,7 +132,7 @@ def inspect(data: bytes, max_rows: int = 20) -> Inspection:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Inspection(rows=[], problems=[_not_utf8_problem(data, exc.start)], total=0)
+        return Inspection(rows=[], problems=[_not_utf8_problem(data, exc.start)], total=0, problem_count=1)
     # Tools that each add a byte-order mark can stack several; all of them go, so the header stays a header.
     text = text.lstrip(BYTE_ORDER_MARK)
     unreadable = _Problems()
@@ -146,8 +148,9 @@ def inspect(data: bytes, max_rows: int = 20) -> Inspection:
         reading.add(cells)
     # After unreadable quoting the count is only a lower bound, so "no data rows" would mislead.
     counted = _count_problems(reading.total, max_rows) if reading.total or not unreadable.kept else []
-    problems = _listed([unreadable, header_problems, _Problems(kept=counted), reading.problems])
-    return Inspection(rows=reading.rows, problems=problems, total=reading.total)
+    groups = [unreadable, header_problems, _Problems(kept=counted), reading.problems]
+    count = sum(len(group.kept) + group.hidden for group in groups)
+    return Inspection(rows=reading.rows, problems=_listed(groups), total=reading.total, problem_count=count)
 
 
 def _not_utf8_problem(data: bytes, offset: int) -> Problem:

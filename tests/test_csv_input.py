@@ -271,6 +271,9 @@ def test_problems_are_capped_at_100_then_one_line_with_how_many_more():
     assert [p.row for p in problems[1:100]] == list(range(1, 100))
     assert (problems[100].row, problems[100].column) == (None, None)
     assert "401 more problems" in problems[100].message
+    with pytest.raises(CsvRejected) as caught:
+        parse(data)
+    assert caught.value.message == "The CSV has 501 problems; nothing was created."
 
 
 def test_rows_with_value_problems_are_still_returned_for_display():

@@ -2,10 +2,11 @@
 
 Each family builds a file of a given size meant to make a careless check slow (a run of
 spaces in a phone, doubled quotes, long fields, many columns, many rows, combining marks,
-invisible characters). For each size it times `csv_input.inspect` in CPU seconds of this process
-(the best of a few runs, so that other processes on a shared machine weigh less), and prints the cost per byte at each size and
-the ratio of the cost per byte at the largest size to the smallest: about 1 means linear, 2 or
-more per doubling would mean quadratic. A check that is quadratic shows ratios in the hundreds.
+invisible characters). For each size it times `csv_input.inspect` in CPU seconds of this
+process (the best of a few runs, so that other processes on a shared machine weigh less), and
+prints the cost per byte at each size and the ratio of the cost per byte at the largest size to
+the smallest. About 1 means linear; a quadratic check doubles its cost per byte at every
+doubling, a ratio of about 128 from 8 KiB to 1 MiB.
 
 Families that hold their payload in one cell stop at 128 KiB: Python's csv module refuses a
 field over 131,072 characters before any check runs (the file is then refused as unreadable).

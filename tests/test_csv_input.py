@@ -392,8 +392,16 @@ NEW_RULES_REFUSED = {
         [(1, "phone")],
         "only digits",
     ),
-    "header_with_repeated_error_column": (b"name,address,error,error\nA,1 Main St,x,y\n", [(None, None)], "more than once"),
-    "thirty_one_combining_marks_in_a_row": (("A" + "\u0301" * 31 + ",1 Main St\n").encode(), [(1, "name")], "combining"),
+    "header_with_repeated_error_column": (
+        b"name,address,error,error\nA,1 Main St,x,y\n",
+        [(None, None)],
+        "more than once",
+    ),
+    "thirty_one_combining_marks_in_a_row": (
+        ("A" + "\u0301" * 31 + ",1 Main St\n").encode(),
+        [(1, "name")],
+        "combining",
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""Generated tests for bulkproc.csv_input: whatever the bytes, rows or a refusal, and problems that point at real places."""
+"""Generated tests for bulkproc.csv_input: any bytes give rows or a refusal, with problems that point at real places."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def check_invariants(data: bytes, max_rows: int) -> None:
     inspection = inspect(data, max_rows)
     assert inspection.valid == (inspection.problems == [])
     assert len(inspection.problems) <= MAX_LISTED_PROBLEMS + 1
-    assert inspection.problem_count >= len(inspection.problems) - 1 and (inspection.problem_count == 0) == inspection.valid
+    assert inspection.problem_count >= len(inspection.problems) - 1
+    assert (inspection.problem_count == 0) == inspection.valid
     for problem in inspection.problems:
         assert problem.row is None or 1 <= problem.row <= inspection.total
         assert problem.column in COLUMNS

@@ -331,6 +331,10 @@ def _checked_cell(column: str, raw: str) -> tuple[str, str | None]:
             f"The {column} has more than {MAX_COMBINING_RUN} combining marks in a row; remove the extra accents."
         )
     value = unicodedata.normalize("NFC", raw).strip()
+    if value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        # Our result files write such a cell behind a quote so that spreadsheets show it as text
+        # (results.py); a failed.csv uploaded again means the value without it.
+        value = value[1:]
     if len(value) > limit:
         return _shortened(value), _length_message(column, len(value), limit)
     return value, _value_message(column, value)

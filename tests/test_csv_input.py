@@ -345,6 +345,14 @@ NEW_RULES_ACCEPTED = {
         b'"General\nHospital",1 Main St\n',
         [HospitalRow(1, "General\nHospital", "1 Main St", None)],
     ),
+    "phone_written_behind_a_quote_by_our_result_files": (
+        b"name,address,phone,error\nA,1 Main St,'+1 555 010 0100,refused\n",
+        [HospitalRow(1, "A", "1 Main St", "+1 555 010 0100")],
+    ),
+    "quote_before_a_letter_is_kept": (
+        b"'t Hooft Clinic,1 Main St\n",
+        [HospitalRow(1, "'t Hooft Clinic", "1 Main St", None)],
+    ),
     "thirty_combining_marks_in_a_row": (
         ("A" + "\u0301\u0316" * 15 + ",1 Main St\n").encode(),
         [HospitalRow(1, unicodedata.normalize("NFC", "A" + "\u0301\u0316" * 15), "1 Main St", None)],
@@ -397,6 +405,7 @@ NEW_RULES_REFUSED = {
         [(None, None)],
         "more than once",
     ),
+    "formula_behind_a_quote_is_still_a_formula": (b"'=HYPERLINK(1),1 Main St\n", [(1, "name")], "formula"),
     "thirty_one_combining_marks_in_a_row": (
         ("A" + "\u0301" * 31 + ",1 Main St\n").encode(),
         [(1, "name")],

@@ -161,3 +161,13 @@ def test_result_files_of_an_unknown_batch_are_404_json(client, name, batch_id):
 
     assert response.status_code == 404
     assert "No batch" in response.json["error"]
+
+
+def test_a_failed_csv_with_a_plus_phone_uploads_again_as_it_was():
+    # The + of an international phone is written behind a quote (a spreadsheet would run it);
+    # the file must still upload again with the phone as the user wrote it.
+    row = Row(row=1, name="A", address="1 Main St", phone="+1 555 010 0100", status="failed",
+              hospital_id=None, error="-refused")
+    data = "".join(failed_lines([("b", row)])).encode()
+    assert b"'+1 555" in data
+    assert csv_input.parse(data) == [csv_input.HospitalRow(1, "A", "1 Main St", "+1 555 010 0100")]

@@ -27,6 +27,9 @@ from .store import Batch, Row, Store
 
 log = logging.getLogger(__name__)
 
+# How often a batch waiting for the rate window looks whether its import was cancelled elsewhere.
+CANCEL_POLL_SECONDS = 0.25
+
 # The batch id of the work at hand, for every log line (see logs.py).
 current_batch: contextvars.ContextVar[str] = contextvars.ContextVar("current_batch", default="-")
 
@@ -111,6 +114,8 @@ class Jobs:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
         self._stopping = threading.Event()
+        # What runs batches on top of this (imports) stops first, once the waits are cut short.
+        self._also_close: list[Callable[[], None]] = []
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
         # How long a creation may take to land upstream: a resume waits this long after a row's
         # last attempt before posting it again.
@@ -124,9 +129,19 @@ class Jobs:
     def close(self) -> None:
         """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
         self._stopping.set()
+        for close in self._also_close:
+            close()
         self._batches.shutdown(wait=True)
         self._rows.shutdown(wait=True)
         self.client.close()
+
+    def close_with(self, close: Callable[[], None]) -> None:
+        """Call `close` from close(), after waits are cut short and before the batch threads are joined."""
+        self._also_close.append(close)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -189,8 +204,8 @@ class Jobs:
         if status == BatchStatus.COMPLETED:
             return False
         if status not in RESUMABLE:
-            raise BatchConflict(f"Batch {batch_id} is {status}; only a partially_failed, failed or "
-                                "interrupted batch can be resumed.")
+            raise BatchConflict(f"Batch {batch_id} is {status}; only a partially_failed, failed, "
+                                "interrupted or cancelled batch can be resumed.")
         if not self.store.take_lease(batch_id, self.owner, self._lease_end(), RESUMABLE - {BatchStatus.INTERRUPTED}):
             raise BatchConflict(f"Batch {batch_id} is already being resumed.")
         return True
@@ -267,21 +282,35 @@ class Jobs:
         """
         work = _in_batch_context(batch_id, self._create_row)
         futures, waiting = [], list(rows)
-        while waiting:
+        while waiting and not self.store.is_cancelling(batch_id):
             taken, wait_seconds = self.client.limiter.take(len(waiting))
             going, waiting = waiting[:taken], waiting[taken:]
             if going:
-                self.store.update_rows(batch_id, [r.row for r in going], status=RowStatus.IN_PROGRESS, error=None,
-                                       attempted_at=self._clock())
+                if not self.store.start_rows(batch_id, [r.row for r in going], self._clock()):
+                    break  # its import was cancelled between the check and the slots
                 futures += [self._rows.submit(work, batch_id, row, deadline) for row in going]
             if waiting and time.monotonic() + wait_seconds >= deadline:
                 self.store.update_rows(batch_id, [r.row for r in waiting], status=RowStatus.FAILED,
                                        error=f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
                 break
-            if waiting and self._stopping.wait(wait_seconds):
-                log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+            if waiting and self._pause(batch_id, wait_seconds):
                 break
+        if self.store.is_cancelling(batch_id):
+            log.info("import cancelled: rows not started read cancelled; in-flight rows finish")
+            self.store.cancel_pending_rows(batch_id)
         wait(futures)
+
+    def _pause(self, batch_id: str, seconds: float) -> bool:
+        """Wait `seconds` for the rate window; True when waiting should stop instead (shutting
+        down, or the batch's import cancelled from any process)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self._stopping.wait(min(left, CANCEL_POLL_SECONDS)):
+                log.warning("shutting down: rows left pending; resume the batch to create them")
+                return True
+            if self.store.is_cancelling(batch_id):
+                return True
+        return False
 
     @contextmanager
     def _leased(self, batch_id: str) -> Iterator[None]:
@@ -348,7 +377,8 @@ class Jobs:
         return None
 
     def _fail_unfinished(self, batch_id: str, error: str) -> None:
-        unfinished = [r.row for r in self.store.load(batch_id).rows if r.status not in EXISTING | {RowStatus.FAILED}]
+        unfinished = [r.row for r in self.store.load(batch_id).rows
+                      if r.status not in EXISTING | {RowStatus.FAILED, RowStatus.CANCELLED}]
         if unfinished:
             self.store.update_rows(batch_id, unfinished, status=RowStatus.FAILED, error=error)
 
@@ -356,6 +386,8 @@ class Jobs:
     def _outcome(batch: Batch) -> str:
         if batch.activated:
             return BatchStatus.COMPLETED
+        if any(r.status == RowStatus.CANCELLED for r in batch.rows):
+            return BatchStatus.CANCELLED
         if any(r.status in EXISTING for r in batch.rows):
             return BatchStatus.PARTIALLY_FAILED
         return BatchStatus.FAILED

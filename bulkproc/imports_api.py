@@ -1,0 +1,170 @@
+"""The /hospitals/imports endpoints: parse the request, call imports, shape the response."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from . import csv_input
+from .api import MAX_LIST_LIMIT, _idempotency_key, _uploaded_csv, require_token
+from .errors import BadRequest, CsvRefused
+from .imports import Imports
+from .states import RowStatus
+from .store import IdempotencyMismatch, Row
+
+bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
+bp.before_request(require_token)
+
+
+def _imports() -> Imports:
+    return current_app.extensions["bulkproc.imports"]
+
+
+def _accepted(import_id: str, status: int = 202) -> Response:
+    """The import document, with where to follow it."""
+    response = jsonify(_imports().document(import_id))
+    response.status_code = status
+    response.headers["Location"] = url_for("imports.get_import", import_id=import_id)
+    return response
+
+
+@bp.post("")
+def create_import():
+    data = _uploaded_csv()
+    key = _idempotency_key()
+    try:
+        rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    except csv_input.CsvRejected as exc:
+        raise CsvRefused(exc.message, exc.details) from None
+    imports = _imports()
+    try:
+        import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    except IdempotencyMismatch:
+        raise CsvRefused("This Idempotency-Key was already used with a different file; "
+                         "use a new key for a new upload.") from None
+    if new:
+        imports.run_in_background(import_id)
+    return _accepted(import_id)
+
+
+@bp.post("/validate")
+def validate_import():
+    inspection = csv_input.inspect(_uploaded_csv(), max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    return jsonify({
+        "valid": inspection.valid,
+        "total_hospitals": len(inspection.rows),
+        "errors": [p.as_dict() for p in inspection.problems],
+        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
+                      for r in inspection.rows],
+    })
+
+
+@bp.get("")
+def list_imports():
+    text = request.args.get("limit", "20")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+                         [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
+    return jsonify({"imports": _imports().recent(int(text))})
+
+
+@bp.get("/<import_id>")
+def get_import(import_id: str):
+    return jsonify(_imports().document(import_id))
+
+
+@bp.post("/<import_id>/cancel")
+def cancel_import(import_id: str):
+    # Rows in flight still finish, so the import reads cancelled a moment later: follow Location.
+    return _accepted(import_id, 202 if _imports().cancel(import_id) else 200)
+
+
+@bp.post("/<import_id>/resume")
+def resume_import(import_id: str):
+    imports = _imports()
+    if not imports.take_over(import_id):
+        return _accepted(import_id, 200)  # completed already: nothing to do
+    imports.run_in_background(import_id)
+    return _accepted(import_id)
+
+
+@bp.delete("/<import_id>")
+def roll_back_import(import_id: str):
+    _imports().roll_back(import_id)
+    return jsonify(_imports().document(import_id))
+
+
+@bp.get("/<import_id>/events")
+def import_events(import_id: str):
+    imports = _imports()
+    imports.load(import_id)  # a 404 now, before the stream starts
+    heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
+    return Response(_events(imports, import_id, heartbeat), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _events(imports: Imports, import_id: str, heartbeat: float) -> Iterator[str]:
+    """One event per change of the import or its batches, a comment every `heartbeat` seconds, and
+    the end at a final state."""
+    yield "retry: 2000\n\n"
+    sent = None
+    for document in imports.watch(import_id, heartbeat):
+        if document is None:
+            yield ": keep-alive\n\n"
+            continue
+        key = (document["updated_at"], document["status"], document["processed_hospitals"])
+        if key != sent:
+            sent = key
+            yield f"data: {json.dumps(document)}\n\n"
+
+
+# -- result files ------------------------------------------------------------------------
+
+RESULTS_HEADER = ("row", "name", "address", "phone", "status", "hospital_id", "batch_id", "error")
+FAILED_HEADER = ("name", "address", "phone", "error")
+NOT_CREATED = frozenset({RowStatus.FAILED, RowStatus.PENDING, RowStatus.CANCELLED})
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@bp.get("/<import_id>/results.csv")
+def import_results(import_id: str):
+    imports = _imports()
+    imports.load(import_id)
+    rows = imports.rows(import_id)
+    lines = _lines(RESULTS_HEADER, ((r.row, r.name, r.address, r.phone, r.status, r.hospital_id, batch_id, r.error)
+                                    for batch_id, r in rows))
+    return _csv_file(lines, f"import-{import_id}-results.csv")
+
+
+@bp.get("/<import_id>/failed.csv")
+def import_failed_rows(import_id: str):
+    imports = _imports()
+    imports.load(import_id)
+    rows: Iterable[tuple[str, Row]] = imports.rows(import_id)
+    lines = _lines(FAILED_HEADER, ((r.name, r.address, r.phone, r.error)
+                                   for _, r in rows if r.status in NOT_CREATED))
+    return _csv_file(lines, f"import-{import_id}-failed.csv")
+
+
+def _lines(header: tuple[str, ...], records: Iterable[tuple]) -> Iterator[str]:
+    yield _line(header)
+    for record in records:
+        yield _line(record)
+
+
+def _line(cells: Iterable[object]) -> str:
+    buffer = io.StringIO()
+    # A spreadsheet runs a cell starting with one of FORMULA_STARTS as a formula: a quote stops it.
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        ["'" + t if (t := "" if c is None else str(c)).startswith(FORMULA_STARTS) else t for c in cells])
+    return buffer.getvalue()
+
+
+def _csv_file(lines: Iterator[str], filename: str) -> Response:
+    return Response(lines, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

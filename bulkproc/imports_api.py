@@ -54,13 +54,14 @@ def create_import():
 
 @bp.post("/validate")
 def validate_import():
-    inspection = csv_input.inspect(_uploaded_csv(), max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    limit = current_app.config["MAX_IMPORT_ROWS"]
+    inspection = csv_input.inspect(_uploaded_csv(), max_rows=limit)
+    listed = inspection.rows if len(inspection.rows) <= limit else []  # a file over the limit is not echoed
     return jsonify({
         "valid": inspection.valid,
         "total_hospitals": len(inspection.rows),
         "errors": [p.as_dict() for p in inspection.problems],
-        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
-                      for r in inspection.rows],
+        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone} for r in listed],
     })
 
 

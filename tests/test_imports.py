@@ -71,3 +71,206 @@ def test_a_100_row_import_completes_as_5_active_batches_each_with_its_own_rows(s
     third = service.get(f"/hospitals/bulk/{document['batches'][2]['batch_id']}").json()
     assert [h["row"] for h in third["hospitals"]] == list(range(41, 61))
     assert {h["status"] for h in third["hospitals"]} == {"created_and_activated"}
+
+
+def test_an_import_and_small_uploads_at_once_share_the_limit_with_no_429(make_app, serve_app):
+    # Scaled time: 30 creations per 1 s window upstream and in the service, 0.05 s per creation.
+    with serve(create_simulator(delay=0.05, create_limit=30, window=1.0)) as limited:
+        service = serve_app(make_app(HOSPITAL_API_BASE_URL=limited.url, CREATE_RATE=(30, 1.0), CONCURRENCY=30))
+        started = start_import(service, hospitals_csv(100))
+        wait_until(lambda: service.get(f"/hospitals/imports/{started['import_id']}").json()["processed_hospitals"],
+                   timeout=10, what="the import's first creations")
+        uploads = [service.upload(hospitals_csv(n, prefix=f"Small{n}"), **{"async": "1"}).json()["batch_id"]
+                   for n in (5, 20)]
+
+        small = [wait_until(lambda b=b: (d := service.get(f"/hospitals/bulk/{b}").json())["status"] in FINAL and d,
+                            timeout=30, what=f"upload {b}") for b in uploads]
+        document = wait_for(service, started["import_id"])
+        stats = dict(limited.sim.stats)
+
+    assert [d["status"] for d in small] == ["completed", "completed"]
+    assert document["status"] == "completed"
+    assert stats["rate_limited"] == 0 and stats["created"] == 125
+    # Not queued behind the import: both uploads were done while the import still had rows to create.
+    assert max(d["updated_at"] for d in small) < document["updated_at"]
+    last_batch = service.get(f"/hospitals/bulk/{document['batches'][-1]['batch_id']}").json()
+    assert max(d["updated_at"] for d in small) < last_batch["updated_at"]
+
+
+def slow_service(make_app, serve_app, **overrides):
+    """A service whose limiter lets 10 creations through per second: an import takes a while."""
+    return serve_app(make_app(CREATE_RATE=(10, 1.0), CONCURRENCY=10, **overrides))
+
+
+def test_cancel_stops_new_rows_and_resume_finishes_every_row_once(make_app, serve_app, upstream):
+    service = slow_service(make_app, serve_app)
+    import_id = start_import(service, hospitals_csv(60))["import_id"]
+    wait_until(lambda: service.get(f"/hospitals/imports/{import_id}").json()["processed_hospitals"] >= 10,
+               timeout=10, what="the first window's creations")
+
+    cancelled = service.post(f"/hospitals/imports/{import_id}/cancel")
+    assert cancelled.status_code == 202 and cancelled.headers["Location"] == f"/hospitals/imports/{import_id}"
+    document = wait_for(service, import_id)
+
+    assert document["status"] == "cancelled", document
+    assert document["estimated_seconds_remaining"] is None
+    rows = [h for b in document["batches"] for h in service.get(f"/hospitals/bulk/{b['batch_id']}").json()["hospitals"]]
+    statuses = {h["status"] for h in rows}
+    assert statuses <= {"created_and_activated", "created", "cancelled"} and "cancelled" in statuses
+    # What exists upstream is exactly what the import says was created: nothing started after the cancel.
+    assert upstream.sim.stats["created"] == document["processed_hospitals"] < 60
+    last = document["batches"][-1]
+    assert (last["status"], last["processed_hospitals"]) == ("cancelled", 0)
+    assert service.post(f"/hospitals/imports/{import_id}/cancel").status_code == 200  # cancelled already
+
+    resumed = service.post(f"/hospitals/imports/{import_id}/resume")
+    assert resumed.status_code == 202
+    document = wait_for(service, import_id, what="the resumed import")
+
+    assert document["status"] == "completed", document
+    assert_each_row_once_and_active(upstream, document)
+    assert upstream.sim.stats["created"] == 60
+
+
+def test_cancel_and_resume_are_refused_when_they_cannot_apply(service):
+    import_id = start_import(service, hospitals_csv(3))["import_id"]
+    assert wait_for(service, import_id)["status"] == "completed"
+
+    assert service.post(f"/hospitals/imports/{import_id}/cancel").status_code == 409
+    resumed = service.post(f"/hospitals/imports/{import_id}/resume")
+    assert (resumed.status_code, resumed.json()["status"]) == (200, "completed")
+    assert service.get("/hospitals/imports/00000000-0000-4000-8000-000000000000").status_code == 404
+    assert service.post("/hospitals/imports/not-an-id/cancel").status_code == 404
+
+
+def test_rollback_deletes_every_batch_upstream_and_is_refused_while_running(make_app, serve_app, upstream):
+    service = slow_service(make_app, serve_app)
+    import_id = start_import(service, hospitals_csv(30))["import_id"]
+
+    busy = service.delete(f"/hospitals/imports/{import_id}")
+    assert busy.status_code == 409 and "being processed" in busy.json()["error"]
+    assert wait_for(service, import_id)["status"] == "completed"
+
+    rolled = service.delete(f"/hospitals/imports/{import_id}")
+
+    assert rolled.status_code == 200
+    document = rolled.json()
+    assert document["status"] == "rolled_back" and document["processed_hospitals"] == 0
+    assert {b["status"] for b in document["batches"]} == {"rolled_back"}
+    assert upstream.sim.hospitals() == []
+    assert service.post(f"/hospitals/imports/{import_id}/resume").status_code == 409
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def test_a_refused_file_lists_every_problem_and_creates_nothing(make_app, serve_app, upstream):
+    service = serve_app(make_app(MAX_IMPORT_ROWS=50))
+    bad = hospitals_csv(30).replace("Hospital 7,", ",").replace("555-010-0025", "call me")
+
+    refused = service.upload(bad, path="/hospitals/imports")
+
+    assert refused.status_code == 422
+    assert {(d["row"], d["column"]) for d in refused.json()["details"]} == {(7, "name"), (25, "phone")}
+    too_many = service.upload(hospitals_csv(51), path="/hospitals/imports")
+    assert too_many.status_code == 422 and "at most 50" in too_many.json()["details"][0]["message"]
+    assert service.get("/hospitals/imports").json() == {"imports": []}
+    assert service.get("/hospitals/bulk").json() == {"batches": []}
+    assert upstream.sim.stats["create_requests"] == 0
+
+
+def test_validate_uses_the_import_row_limit(make_app, serve_app, upstream):
+    service = serve_app(make_app(MAX_IMPORT_ROWS=50))
+
+    good = service.upload(hospitals_csv(45), path="/hospitals/imports/validate").json()
+    over = service.upload(hospitals_csv(51), path="/hospitals/imports/validate").json()
+    batch_sized = service.upload(hospitals_csv(45), path="/hospitals/bulk/validate").json()
+
+    assert (good["valid"], good["total_hospitals"], len(good["hospitals"])) == (True, 45, 45)
+    assert good["hospitals"][44] == {"row": 45, "name": "Hospital 45", "address": "45 Main St, Springfield",
+                                     "phone": "555-010-0045"}
+    assert (over["valid"], over["total_hospitals"], over["hospitals"]) == (False, 51, [])
+    assert batch_sized["valid"] is False
+    assert upstream.sim.stats["create_requests"] == 0
+
+
+def test_malformed_import_requests_get_400(service):
+    assert service.post("/hospitals/imports", data={"x": "1"}).status_code == 400
+    assert service.get("/hospitals/imports?limit=0").status_code == 400
+
+
+# -- idempotency, listing, events, result files, auth ----------------------------------------
+
+
+def test_the_same_idempotency_key_and_file_answers_the_first_import(service, upstream):
+    key = {"Idempotency-Key": "import-42"}
+    first = start_import(service, hospitals_csv(25), headers=key)
+    again = start_import(service, hospitals_csv(25), headers=key)
+    other = service.upload(hospitals_csv(26), path="/hospitals/imports", headers=key)
+
+    assert again["import_id"] == first["import_id"]
+    assert other.status_code == 422
+    wait_for(service, first["import_id"])
+    assert len(service.get("/hospitals/imports").json()["imports"]) == 1
+    assert upstream.sim.stats["created"] == 25
+
+
+def test_the_listing_is_newest_first_without_batches(service):
+    ids = [start_import(service, hospitals_csv(2, prefix=f"List{n}"))["import_id"] for n in range(3)]
+    for import_id in ids:
+        wait_for(service, import_id)
+
+    listed = service.get("/hospitals/imports?limit=2").json()["imports"]
+
+    assert [i["import_id"] for i in listed] == ids[:0:-1]
+    assert list(listed[0]) == [f for f in IMPORT_FIELDS if f != "batches"]
+
+
+def test_the_event_stream_follows_the_import_to_its_end(make_app, serve_app):
+    service = slow_service(make_app, serve_app, SSE_HEARTBEAT_SECONDS=0.2)
+    import_id = start_import(service, hospitals_csv(25))["import_id"]
+
+    documents = []
+    with service.get(f"/hospitals/imports/{import_id}/events", stream=True, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                documents.append(json.loads(line[len("data: "):]))
+
+    assert documents[-1]["status"] == "completed"
+    processed = [d["processed_hospitals"] for d in documents]
+    assert processed == sorted(processed) and len(set(processed)) > 2
+    # While rows wait for the window, the estimate is the time the limit still needs.
+    assert any(d["estimated_seconds_remaining"] and d["estimated_seconds_remaining"] >= 1.0 for d in documents)
+
+
+def test_result_files_list_every_row_and_failed_rows_ready_to_upload_again(service, upstream):
+    upstream.sim.add_fault("create", "reject_422", times=1, after=0)
+    csv_text = hospitals_csv(22).replace("555-010-0003", "+1 555 010 0003")
+    import_id = start_import(service, csv_text)["import_id"]
+    document = wait_for(service, import_id)
+    assert document["status"] == "partially_failed" and document["failed_hospitals"] == 1
+
+    results = service.get(f"/hospitals/imports/{import_id}/results.csv")
+    failed = service.get(f"/hospitals/imports/{import_id}/failed.csv")
+
+    assert results.headers["Content-Type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(results.text)))
+    assert [int(r["row"]) for r in lines] == list(range(1, 23))
+    assert {r["batch_id"] for r in lines} == {b["batch_id"] for b in document["batches"]}
+    assert lines[2]["phone"] == "'+1 555 010 0003"  # a spreadsheet would read it as a formula
+    failed_rows = list(csv.DictReader(io.StringIO(failed.text)))
+    failed_row = next(r for r in lines if r["status"] == "failed")
+    assert [(r["name"], r["error"]) for r in failed_rows] == [(failed_row["name"], failed_row["error"])]
+    assert failed_row["error"] and failed_row["hospital_id"] == ""
+
+
+def test_with_a_token_every_import_request_needs_it(make_app, serve_app):
+    service = serve_app(make_app(API_TOKEN="s3cret"))
+
+    refused = service.upload(hospitals_csv(2), path="/hospitals/imports")
+    accepted = service.upload(hospitals_csv(2), path="/hospitals/imports",
+                              headers={"Authorization": "Bearer s3cret"})
+
+    assert refused.status_code == 401
+    assert accepted.status_code == 202

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
+from pathlib import Path
 
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
 from tests.conftest import hospitals_csv
-from tests.gunicorn_service import wait_until
+from tests.gunicorn_service import GunicornService, service_env, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
 IMPORT_FIELDS = ["import_id", "status", "total_hospitals", "processed_hospitals", "failed_hospitals",
@@ -274,3 +274,61 @@ def test_with_a_token_every_import_request_needs_it(make_app, serve_app):
 
     assert refused.status_code == 401
     assert accepted.status_code == 202
+
+
+# -- durability: a killed service, two workers ------------------------------------------------
+
+
+@pytest.fixture
+def start_gunicorn(tmp_path: Path, upstream):
+    """Start gunicorn services (2 workers) on one SQLite file, so a restart finds what the dead one left."""
+    services: list[GunicornService] = []
+
+    def start(**extra_env: str) -> GunicornService:
+        env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3", **extra_env)
+        services.append(GunicornService(env, tmp_path / f"gunicorn-{len(services)}.log"))
+        return services[-1].start()
+
+    yield start
+    for service in services:
+        service.stop()
+    for service in services:  # shown by pytest when the test failed
+        print(f"--- {service.log_path.name} ---\n{service.log_tail()}")
+
+
+@pytest.mark.slow
+def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_each_row_once(
+        start_gunicorn, upstream):
+    sim = upstream.sim
+    sim.delay = 0.3
+    # 10 creations a second: the kill finds batches done, rows in flight and batches not started.
+    paced = {"BULKPROC_CREATE_RATE": "10/1", "BULKPROC_CONCURRENCY": "10"}
+    service = start_gunicorn(**paced)
+    response = service.post("/hospitals/imports", files={"file": ("big.csv", hospitals_csv(60).encode(), "text/csv")})
+    assert response.status_code == 202, response.text
+    import_id = response.json()["import_id"]
+
+    wait_until(lambda: sim.stats["created"] >= 15 and sim.stats["create_requests"] > sim.stats["created"],
+               timeout=20, what="some creations landed and the next in flight")
+    service.kill()
+    wait_until(lambda: sim.stats["created"] == sim.stats["create_requests"], timeout=5,
+               what="the directory to finish the creations in flight")
+    assert 15 <= sim.stats["created"] < 60
+
+    restarted = start_gunicorn(**paced)
+    interrupted = wait_for(restarted, import_id, {"interrupted"}, timeout=10)
+    assert interrupted["processed_hospitals"] < 60
+    assert interrupted["estimated_seconds_remaining"] is None and interrupted["processing_time_seconds"] > 0
+    for pid in restarted.worker_pids():  # any worker answers for any import: it is all in the store
+        with restarted.only(pid):
+            assert restarted.get(f"/hospitals/imports/{import_id}").json()["status"] == "interrupted"
+
+    resumed = restarted.post(f"/hospitals/imports/{import_id}/resume")
+    assert resumed.status_code == 202, resumed.text
+    document = wait_for(restarted, import_id, timeout=30, what="the resumed import")
+
+    assert document["status"] == "completed", document
+    assert_each_row_once_and_active(upstream, document)
+    # At most once: what had landed before the kill was found, not posted again.
+    assert sim.stats["create_requests"] == 60
+    assert document["processing_time_seconds"] >= interrupted["processing_time_seconds"]

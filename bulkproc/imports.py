@@ -22,97 +22,25 @@ from contextlib import contextmanager
 from typing import Any
 
 from .csv_input import HospitalRow
-from .errors import ApiError, BatchConflict
-from .jobs import Jobs, _in_batch_context, _iso, reported_status, summary_document
+from .documents import IMPORT_FINAL, import_document, import_summary, reported_import_status, settled_status
+from .exceptions import BatchConflict, ImportNotFound
+from .jobs import Jobs
+from .logs import in_batch_context
 from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
-from .states import EXISTING, RUNNING, BatchStatus, RowStatus
-from .store import Import, ImportPart, Row
+from .states import FINAL, RUNNING, BatchStatus, RowStatus
+from .store import Import, Row
 
 log = logging.getLogger(__name__)
 
 # Seconds the upstream spends on one creation (hospital-directory-api.md), for the estimate.
 CREATION_SECONDS = 5.0
-FINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED,
-                   BatchStatus.CANCELLED, BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK})
-BATCH_FIELDS = ("batch_id", "first_row", "last_row", "status", "total_hospitals", "processed_hospitals",
-                "failed_hospitals", "batch_activated", "created_at", "updated_at")
 # How long the runner waits for a sign of life from a batch before looking at it again.
 LOOK_SECONDS = 0.5
-
-
-class ImportNotFound(ApiError):
-    status = 404
-
-    def __init__(self, import_id: str) -> None:
-        super().__init__(f"No import with id {import_id!r}.")
 
 
 def split(rows: Sequence[HospitalRow], size: int) -> list[list[HospitalRow]]:
     """The rows in file order, cut into batches of at most `size`."""
     return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
-
-
-# -- documents ---------------------------------------------------------------------------
-
-
-def reported_import_status(imp: Import, now: float) -> str:
-    """The import's status: its runner's while one holds the lease, otherwise what its batches say."""
-    if imp.status in RUNNING:
-        return imp.status if (imp.lease_expires or 0) >= now else BatchStatus.INTERRUPTED
-    return settled_status(imp.parts, now)
-
-
-def settled_status(parts: list[ImportPart], now: float) -> str:
-    """An import's status read from its batches, once no runner holds it."""
-    statuses = {reported_status(p.batch, now) for p in parts}
-    if statuses == {BatchStatus.ROLLED_BACK}:
-        return BatchStatus.ROLLED_BACK
-    if statuses & RUNNING:
-        return BatchStatus.PROCESSING  # a batch resumed on its own under /hospitals/bulk
-    if statuses == {BatchStatus.COMPLETED}:
-        return BatchStatus.COMPLETED
-    for status in (BatchStatus.INTERRUPTED, BatchStatus.CANCELLED):
-        if status in statuses:
-            return status
-    if any(p.batch.row_counts.get(s) for p in parts for s in EXISTING):
-        return BatchStatus.PARTIALLY_FAILED
-    return BatchStatus.FAILED
-
-
-def import_document(imp: Import, now: float, estimate: Any) -> dict[str, Any]:
-    """The contract's import document at `now`; `estimate(row_counts)` gives the seconds left."""
-    status = reported_import_status(imp, now)
-    elapsed = imp.elapsed
-    if imp.run_started_at is not None:
-        # A run whose process died counts up to its last lease renewal.
-        until = now if status in RUNNING else (imp.run_seen_at or imp.run_started_at)
-        elapsed += max(0.0, until - imp.run_started_at)
-    counts: Counter[str] = Counter()
-    for part in imp.parts:
-        counts.update(part.batch.row_counts)
-    return {
-        "import_id": imp.id,
-        "status": status,
-        "total_hospitals": imp.total,
-        "processed_hospitals": sum(counts[s] for s in EXISTING),
-        "failed_hospitals": counts[RowStatus.FAILED],
-        "processing_time_seconds": round(elapsed, 3),
-        "estimated_seconds_remaining": None if status in FINAL else estimate(counts),
-        "batches": [part_document(p, now) for p in imp.parts],
-        "created_at": _iso(imp.created_at),
-        "updated_at": _iso(max([imp.updated_at] + [p.batch.updated_at for p in imp.parts])),
-    }
-
-
-def part_document(part: ImportPart, now: float) -> dict[str, Any]:
-    """One batch of an import as the import document lists it."""
-    document = {**summary_document(part.batch, now), "first_row": part.first_row, "last_row": part.last_row}
-    return {key: document[key] for key in BATCH_FIELDS}
-
-
-def summary(document: dict[str, Any]) -> dict[str, Any]:
-    """The listing's view of an import: its document without batches."""
-    return {k: v for k, v in document.items() if k != "batches"}
 
 
 # -- orchestration -----------------------------------------------------------------------
@@ -150,12 +78,12 @@ class Imports:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         now = self._clock()
-        return [summary(import_document(i, now, self.estimate)) for i in self.store.recent_imports(limit)]
+        return [import_summary(import_document(i, now, self.estimate)) for i in self.store.recent_imports(limit)]
 
     def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
         """Every row of the import in file order, with its batch id."""
         for part in self.load(import_id).parts:
-            batch = self.store.load(part.batch.id)
+            batch = self.store.get_batch(part.batch.id)
             for row in batch.rows:
                 yield batch.id, row
 
@@ -185,7 +113,7 @@ class Imports:
             version = self.store.import_version(import_id)
             document = self.document(import_id)
             yield document
-            if document["status"] in FINAL:
+            if document["status"] in IMPORT_FINAL:
                 return
             started = time.monotonic()
             self.store.wait_for_import_change(import_id, version, quiet_after)
@@ -204,7 +132,7 @@ class Imports:
                                         file_sha256=file_sha256)
 
     def run_in_background(self, import_id: str) -> Future:
-        return self._runners.submit(_in_batch_context(import_id, self._run), import_id)
+        return self._runners.submit(in_batch_context(import_id, self._run), import_id)
 
     def cancel(self, import_id: str) -> bool:
         """Stop a running import from starting rows; False when it is cancelled already
@@ -275,7 +203,7 @@ class Imports:
         for part in self.load(import_id).parts:
             if self._should_stop(part.batch.id, lost):
                 break
-            batch = self.store.load(part.batch.id)
+            batch = self.store.get_batch(part.batch.id)
             if batch is None or batch.status != BatchStatus.QUEUED or batch.lease_owner != self.jobs.owner:
                 continue  # finished, cancelled, or taken by a resume of its own
             # A batch never started needs no look at the upstream; any other learns what exists first.
@@ -290,7 +218,7 @@ class Imports:
     def _wait_until_started(self, batch_id: str, lost: threading.Event) -> None:
         """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops)."""
         while not self._should_stop(batch_id, lost):
-            batch = self.store.load(batch_id)
+            batch = self.store.get_batch(batch_id)
             if batch.status in FINAL or (batch.status != BatchStatus.QUEUED
                                          and all(r.status != RowStatus.PENDING for r in batch.rows)):
                 return
@@ -312,7 +240,7 @@ class Imports:
                     lost.set()
                     return
 
-        keeper = threading.Thread(target=_in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}", daemon=True)
+        keeper = threading.Thread(target=in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}", daemon=True)
         keeper.start()
         try:
             yield lost

@@ -12,10 +12,10 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input
 from .api import MAX_LIST_LIMIT, _idempotency_key, _uploaded_csv, require_token
-from .errors import BadRequest, CsvRefused
+from .exceptions import MalformedRequest
 from .imports import Imports
 from .states import RowStatus
-from .store import IdempotencyMismatch, Row
+from .store import Row
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
 bp.before_request(require_token)
@@ -37,16 +37,9 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 def create_import():
     data = _uploaded_csv()
     key = _idempotency_key()
-    try:
-        rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
-    except csv_input.CsvRejected as exc:
-        raise CsvRefused(exc.message, exc.details) from None
+    rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
     imports = _imports()
-    try:
-        import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
-    except IdempotencyMismatch:
-        raise CsvRefused("This Idempotency-Key was already used with a different file; "
-                         "use a new key for a new upload.") from None
+    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if new:
         imports.run_in_background(import_id)
     return _accepted(import_id)
@@ -69,7 +62,7 @@ def validate_import():
 def list_imports():
     text = request.args.get("limit", "20")
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
                          [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
     return jsonify({"imports": _imports().recent(int(text))})
 

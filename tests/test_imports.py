@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
-from tests.gunicorn_service import GunicornService, service_env, wait_until
+from tests.gunicorn_service import GunicornService, service_env
+from tests.support import hospitals_csv, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
 IMPORT_FIELDS = ["import_id", "status", "total_hospitals", "processed_hospitals", "failed_hospitals",

@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/bulk_latency.py
 	$(PY) bench/status_latency.py
 	$(PY) bench/rate_limited.py
+	$(PY) bench/import_pacing.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

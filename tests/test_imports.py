@@ -73,6 +73,31 @@ def test_a_100_row_import_completes_as_5_active_batches_each_with_its_own_rows(s
     assert {h["status"] for h in third["hospitals"]} == {"created_and_activated"}
 
 
+def read_events(service, import_id: str) -> list[dict]:
+    """Every document of the import's event stream, which must end by itself."""
+    documents = []
+    with service.get(f"/hospitals/imports/{import_id}/events", stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("data: "):
+                documents.append(json.loads(line[len("data: "):]))
+    return documents
+
+
+def test_the_next_batch_starts_while_the_one_before_still_has_rows_in_flight(make_app, serve_app):
+    with serve(create_simulator(delay=0.3, create_limit=0)) as slow:
+        service = serve_app(make_app(HOSPITAL_API_BASE_URL=slow.url))
+        import_id = start_import(service, hospitals_csv(40))["import_id"]
+
+        documents = read_events(service, import_id)
+
+    assert documents[-1]["status"] == "completed"
+    # Batch 1 took every slot it needed at once, so batch 2 did not wait for batch 1 to finish.
+    both = [d for d in documents if [b["status"] for b in d["batches"]] == ["processing", "processing"]]
+    assert both, [[b["status"] for b in d["batches"]] for d in documents]
+
+
 def test_an_import_and_small_uploads_at_once_share_the_limit_with_no_429(make_app, serve_app):
     # Scaled time: 30 creations per 1 s window upstream, 0.05 s per creation; the service's window is
     # 0.2 s longer, the margin a loaded test machine needs between taking a slot and the POST landing.
@@ -103,6 +128,11 @@ def slow_service(make_app, serve_app, **overrides):
     return serve_app(make_app(CREATE_RATE=(10, 1.0), CONCURRENCY=10, **overrides))
 
 
+def import_rows(service, document: dict) -> list[dict]:
+    """Every row of the import, read from its batches."""
+    return [h for b in document["batches"] for h in service.get(f"/hospitals/bulk/{b['batch_id']}").json()["hospitals"]]
+
+
 def test_cancel_stops_new_rows_and_resume_finishes_every_row_once(make_app, serve_app, upstream):
     service = slow_service(make_app, serve_app)
     import_id = start_import(service, hospitals_csv(60))["import_id"]
@@ -111,13 +141,16 @@ def test_cancel_stops_new_rows_and_resume_finishes_every_row_once(make_app, serv
 
     cancelled = service.post(f"/hospitals/imports/{import_id}/cancel")
     assert cancelled.status_code == 202 and cancelled.headers["Location"] == f"/hospitals/imports/{import_id}"
+    not_started = {h["row"] for h in import_rows(service, cancelled.json()) if h["status"] == "cancelled"}
     document = wait_for(service, import_id)
 
     assert document["status"] == "cancelled", document
     assert document["estimated_seconds_remaining"] is None
-    rows = [h for b in document["batches"] for h in service.get(f"/hospitals/bulk/{b['batch_id']}").json()["hospitals"]]
-    statuses = {h["status"] for h in rows}
-    assert statuses <= {"created_and_activated", "created", "cancelled"} and "cancelled" in statuses
+    rows = import_rows(service, document)
+    assert {h["status"] for h in rows} <= {"created_and_activated", "created", "cancelled"}
+    # The rows the cancel found not started never start; the ones in flight finished.
+    assert not_started & set(range(1, 21)), "the cancel should find the first batch part-way"
+    assert {h["row"] for h in rows if h["status"] == "cancelled"} == not_started
     # What exists upstream is exactly what the import says was created: nothing started after the cancel.
     assert upstream.sim.stats["created"] == document["processed_hospitals"] < 60
     last = document["batches"][-1]
@@ -229,18 +262,16 @@ def test_the_listing_is_newest_first_without_batches(service):
 
 def test_the_event_stream_follows_the_import_to_its_end(make_app, serve_app):
     service = slow_service(make_app, serve_app, SSE_HEARTBEAT_SECONDS=0.2)
-    import_id = start_import(service, hospitals_csv(25))["import_id"]
+    import_id = start_import(service, hospitals_csv(45))["import_id"]
 
-    documents = []
-    with service.get(f"/hospitals/imports/{import_id}/events", stream=True, timeout=30) as response:
-        assert response.headers["Content-Type"].startswith("text/event-stream")
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("data: "):
-                documents.append(json.loads(line[len("data: "):]))
+    documents = read_events(service, import_id)
 
     assert documents[-1]["status"] == "completed"
     processed = [d["processed_hospitals"] for d in documents]
     assert processed == sorted(processed) and len(set(processed)) > 2
+    # The third batch waits longer than a lease (2 s) to start: the runner keeps it from reading interrupted.
+    assert {b["status"] for d in documents for b in d["batches"]} <= {"queued", "processing", "activating",
+                                                                      "completed"}
     # While rows wait for the window, the estimate is the time the limit still needs.
     assert any(d["estimated_seconds_remaining"] and d["estimated_seconds_remaining"] >= 1.0 for d in documents)
 

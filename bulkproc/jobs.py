@@ -29,6 +29,9 @@ from .store import Batch, Store
 
 log = logging.getLogger(__name__)
 
+STOPPED_BATCH = "The service stopped before the batch finished; resume it to create the rows left pending."
+WAITING = "Waiting for the directory, unreachable for {seconds:.0f} s; the batch goes on when it is back."
+
 
 class Jobs:
     """Runs batches: one process-wide executor for row creations, shared by every upload."""
@@ -167,6 +170,9 @@ class Jobs:
             if todo:
                 self.client.wake(self.wake_timeout)
                 self.rows.create(batch_id, todo, deadline)
+            if self._stopping.is_set() and any(r.status == RowStatus.PENDING
+                                               for r in self.store.get_batch(batch_id).rows):
+                return STOPPED_BATCH
             return self._finish(batch_id, deadline)
         except UpstreamError as exc:
             error = f"The directory could not be reached: {exc}"
@@ -187,14 +193,20 @@ class Jobs:
     @contextmanager
     def _leased(self, batch_id: str) -> Iterator[None]:
         """Renew this process's lease on the batch every third of its length while the block runs,
-        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`."""
+        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`.
+
+        Each renewal also banks the run's time so far, so a kill loses at most one renewal's worth,
+        and says in the batch's `error` when the directory is being waited for.
+        """
         done = threading.Event()
 
         def keep() -> None:
+            waiting = False
             while not done.wait(self.lease_seconds / 3):
-                if not self.store.renew_lease(batch_id, self.owner, self._lease_end()):
+                if not self.store.renew_lease(batch_id, self.owner, self._lease_end(), self._clock()):
                     log.error("lost the lease: another process took the batch over")
                     return
+                waiting = self._show_outage(batch_id, waiting)
 
         keeper = threading.Thread(target=in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
                                   daemon=True)
@@ -205,11 +217,24 @@ class Jobs:
             done.set()
             keeper.join()
 
+    def _show_outage(self, batch_id: str, shown: bool) -> bool:
+        """Say in the batch's error that the directory is being waited for, or clear it once it
+        answers again; return whether it is shown now."""
+        seconds = self.client.unreachable_for()
+        if seconds is not None:
+            self.store.set_error(batch_id, WAITING.format(seconds=seconds))
+            return True
+        if shown:
+            self.store.set_error(batch_id, None)
+        return False
+
     def _finish(self, batch_id: str, deadline: float) -> str | None:
-        """Activate the batch when every row exists; return the batch-level error, if any."""
+        """Activate the batch when every row exists, with no hospital upstream that no row owns,
+        and check once more after; return the batch-level error, if any."""
         batch = self.store.get_batch(batch_id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
+        self.rows.sweep(batch_id, deadline)
         self.store.set_status(batch_id, BatchStatus.ACTIVATING)
         try:
             self.client.activate_batch(batch_id, deadline)
@@ -217,6 +242,11 @@ class Jobs:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
         self.store.mark_activated(batch_id)
+        # A creation slower than our wait for it may land between the sweep and the activation.
+        try:
+            self.rows.sweep(batch_id, deadline)
+        except UpstreamError as exc:
+            log.error("the batch is active, but could not be checked for late duplicates: %s", exc)
         return None
 
     # -- rolling back --------------------------------------------------------------------

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import csv_input
+from . import csv_input, results, row_fixes
 from .exceptions import MalformedRequest, TokenRequired
 from .jobs import Jobs
 
@@ -25,7 +26,7 @@ def _jobs() -> Jobs:
 @bp.before_request
 def require_token() -> None:
     token = current_app.config.get("API_TOKEN")
-    if not token or request.method not in ("POST", "DELETE"):
+    if not token or request.method not in ("POST", "PATCH", "DELETE"):
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -159,3 +160,36 @@ def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
         if key != sent:
             sent = key
             yield f"data: {json.dumps(document)}\n\n"
+
+
+@bp.get("/<batch_id>/results.csv")
+def batch_results(batch_id: str):
+    batch = _jobs().load(batch_id)
+    return _csv_file(results.results_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-results.csv")
+
+
+@bp.get("/<batch_id>/failed.csv")
+def batch_failed_rows(batch_id: str):
+    batch = _jobs().load(batch_id)
+    return _csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
+
+
+def _csv_file(lines: Iterator[str], filename: str) -> Response:
+    return Response(lines, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.patch("/<batch_id>/rows/<int:row>")
+def fix_batch_row(batch_id: str, row: int):
+    jobs = _jobs()
+    batch = jobs.load(batch_id)
+    row_fixes.fix_row(jobs.store, batch, row, row_fixes.changes_from(_json_body(), row), time.time())
+    return jsonify(jobs.document(batch_id))
+
+
+def _json_body() -> object:
+    try:
+        return json.loads(request.get_data())
+    except ValueError:
+        raise MalformedRequest("The body is not JSON; send a JSON object such as "
+                         '{"phone": "555-0100"} with Content-Type: application/json.') from None

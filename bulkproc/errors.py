@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .csv_input import CsvRejected
 from .exceptions import (
-    BatchConflict, BatchNotFound, IdempotencyMismatch, ImportNotFound, MalformedRequest, TokenRequired,
-    UpstreamUnavailable,
+    BatchConflict, BatchNotFound, IdempotencyMismatch, ImportNotFound, MalformedRequest, RowRefused,
+    TokenRequired, UpstreamUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ STATUSES: dict[type[Exception], int] = {
     BatchConflict: 409,
     CsvRejected: 422,
     IdempotencyMismatch: 422,
+    RowRefused: 422,
     UpstreamUnavailable: 502,
 }
 

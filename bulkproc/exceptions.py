@@ -37,6 +37,10 @@ class ImportNotFound(DomainError):
         super().__init__(f"No import with id {import_id!r}.")
 
 
+class RowRefused(DomainError):
+    """New values for a row are refused by the CSV rules, or the request for them is unusable."""
+
+
 class BatchConflict(DomainError):
     """The batch is in a state that does not allow what was asked."""
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import csv_input
-from .api import MAX_LIST_LIMIT, _idempotency_key, _uploaded_csv, require_token
+from . import csv_input, results
+from .api import MAX_LIST_LIMIT, _csv_file, _idempotency_key, _uploaded_csv, require_token
 from .exceptions import MalformedRequest
 from .imports import Imports
-from .states import RowStatus
-from .store import Row
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
 bp.before_request(require_token)
@@ -117,48 +113,18 @@ def _events(imports: Imports, import_id: str, heartbeat: float) -> Iterator[str]
             yield f"data: {json.dumps(document)}\n\n"
 
 
-# -- result files ------------------------------------------------------------------------
-
-RESULTS_HEADER = ("row", "name", "address", "phone", "status", "hospital_id", "batch_id", "error")
-FAILED_HEADER = ("name", "address", "phone", "error")
-NOT_CREATED = frozenset({RowStatus.FAILED, RowStatus.PENDING, RowStatus.CANCELLED})
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# -- result files: the batches' format, every row of the import in file order ---------------
 
 
 @bp.get("/<import_id>/results.csv")
 def import_results(import_id: str):
     imports = _imports()
-    imports.load(import_id)
-    rows = imports.rows(import_id)
-    lines = _lines(RESULTS_HEADER, ((r.row, r.name, r.address, r.phone, r.status, r.hospital_id, batch_id, r.error)
-                                    for batch_id, r in rows))
-    return _csv_file(lines, f"import-{import_id}-results.csv")
+    imports.load(import_id)  # a 404 now, before the file starts
+    return _csv_file(results.results_lines(imports.rows(import_id)), f"import-{import_id}-results.csv")
 
 
 @bp.get("/<import_id>/failed.csv")
 def import_failed_rows(import_id: str):
     imports = _imports()
     imports.load(import_id)
-    rows: Iterable[tuple[str, Row]] = imports.rows(import_id)
-    lines = _lines(FAILED_HEADER, ((r.name, r.address, r.phone, r.error)
-                                   for _, r in rows if r.status in NOT_CREATED))
-    return _csv_file(lines, f"import-{import_id}-failed.csv")
-
-
-def _lines(header: tuple[str, ...], records: Iterable[tuple]) -> Iterator[str]:
-    yield _line(header)
-    for record in records:
-        yield _line(record)
-
-
-def _line(cells: Iterable[object]) -> str:
-    buffer = io.StringIO()
-    # A spreadsheet runs a cell starting with one of FORMULA_STARTS as a formula: a quote stops it.
-    csv.writer(buffer, lineterminator="\r\n").writerow(
-        ["'" + t if (t := "" if c is None else str(c)).startswith(FORMULA_STARTS) else t for c in cells])
-    return buffer.getvalue()
-
-
-def _csv_file(lines: Iterator[str], filename: str) -> Response:
-    return Response(lines, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return _csv_file(results.failed_lines(imports.rows(import_id)), f"import-{import_id}-failed.csv")

@@ -465,6 +465,33 @@ class Store:
             with self._changed:
                 self._changed.wait(min(poll, remaining))
 
+    # -- fixing a failed row -------------------------------------------------------------
+
+    def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str) -> bool:
+        """Give a failed row of a batch at rest (resumable, or its owner's lease lapsed) new values;
+        return whether it did, False when the row is not failed or the batch is being processed."""
+        now = self._clock()
+        at_rest = batches.c.status.in_([str(s) for s in RESUMABLE])
+        lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
+        try:
+            with self._write() as conn:
+                # Bumping the batch first locks its row, so a resume's take_lease cannot slip in between.
+                if conn.execute(update(batches).where(batches.c.id == batch_id, at_rest | lapsed).values(
+                        version=batches.c.version + 1, updated_at=now)).rowcount != 1:
+                    raise self._Unchanged
+                if conn.execute(update(batch_rows).where(
+                        batch_rows.c.batch_id == batch_id, batch_rows.c.row == row,
+                        batch_rows.c.status == RowStatus.FAILED,
+                ).values(name=name, address=address, phone=phone, error=error)).rowcount != 1:
+                    raise self._Unchanged
+        except self._Unchanged:
+            return False
+        self._notify()
+        return True
+
+    class _Unchanged(Exception):
+        """Rolls back a transition whose preconditions no longer hold."""
+
     # -- cancelling rows (imports) -------------------------------------------------------
 
     def start_rows(self, batch_id: str, rows: Iterable[int], now: float) -> bool:

@@ -1,8 +1,20 @@
-// The upload page: check a CSV, create its hospitals, follow the batch live, resume or roll back.
+// The upload page: check a CSV, create its hospitals, follow the batch live, fix failed rows,
+// resume or roll back, and download the results.
 "use strict";
 
 const FINAL = ["completed", "partially_failed", "failed", "interrupted", "rolled_back"];
 const RESUMABLE = ["partially_failed", "failed", "interrupted"];
+// Rows that do not exist upstream: what failed.csv lists.
+const NOT_CREATED = ["failed", "pending", "cancelled"];
+const FIELDS = ["name", "address", "phone"];
+// The contract's status names, as people say them; any other name reads with spaces for underscores.
+const WORDS = {
+  in_progress: "in progress",
+  created: "created, not active yet",
+  created_and_activated: "created and activated",
+  partially_failed: "partially failed",
+  rolled_back: "rolled back",
+};
 const TOKEN_KEY = "bulkproc.token";
 
 const page = document.getElementById("app");
@@ -26,6 +38,10 @@ function $(id) {
   return document.getElementById(id);
 }
 
+function words(status) {
+  return WORDS[status] || String(status).replaceAll("_", " ");
+}
+
 // --- talking to the service -------------------------------------------------
 
 function authHeaders() {
@@ -41,15 +57,19 @@ function chosenFile() {
   return file;
 }
 
-async function send(method, url, file) {
+async function send(method, url, file, json) {
   let body;
+  const headers = authHeaders();
   if (file) {
     body = new FormData();
     body.append("file", file);
+  } else if (json) {
+    body = JSON.stringify(json);
+    headers["Content-Type"] = "application/json";
   }
   let response;
   try {
-    response = await fetch(url, { method: method, headers: authHeaders(), body: body });
+    response = await fetch(url, { method: method, headers: headers, body: body });
   } catch (err) {
     throw new PageError("Could not reach the service. Check your connection and try again.");
   }
@@ -81,7 +101,9 @@ function errorFrom(status, data) {
   if (status === 401 && $("token")) {
     message = "The API token is missing or wrong: enter it in the API token field.";
   }
-  return new PageError(message, data && data.details);
+  const err = new PageError(message, data && data.details);
+  err.status = status;
+  return err;
 }
 
 function batchUrl(id, suffix) {
@@ -90,9 +112,11 @@ function batchUrl(id, suffix) {
 
 // --- drawing ------------------------------------------------------------------
 
-function cell(text) {
+// A cell; `label` names its column where narrow screens show each row as a card.
+function cell(text, label) {
   const td = document.createElement("td");
   td.textContent = text === null || text === undefined ? "" : String(text);
+  if (label) td.dataset.label = label;
   return td;
 }
 
@@ -136,30 +160,36 @@ function describeProblem(problem) {
 }
 
 function showValidation(result) {
-  $("validation").hidden = false;
-  $("batch").hidden = true;
   const count = result.total_hospitals + (result.total_hospitals === 1 ? " hospital" : " hospitals");
   if (result.valid) {
-    $("validation-result").textContent = "Valid, " + count + ".";
+    showCheck("Valid, " + count + ".", [], result.hospitals);
   } else {
     const n = result.errors.length;
-    $("validation-result").textContent = "Not valid: " + n + (n === 1 ? " problem" : " problems") + " to fix.";
+    showCheck("Not valid: " + n + (n === 1 ? " problem" : " problems") + " to fix.", result.errors, []);
   }
-  $("validation-result").className = result.valid ? "ok" : "bad";
-  fillTable($("problems"), result.errors, (p) => [cell(p.row), cell(p.column), cell(p.message)]);
-  fillTable($("preview"), result.hospitals, (h) => [cell(h.row), cell(h.name), cell(h.address), cell(h.phone)]);
-  $("problems-wrap").hidden = result.valid;
-  $("preview-wrap").hidden = !result.valid;
 }
 
-// Status names like created_and_activated may break after an underscore on narrow screens.
+// The check section, with either the problems or the rows; a refused upload's problems go here
+// too, so that they are listed once, in one table, whichever button found them.
+function showCheck(title, problems, hospitals) {
+  $("validation").hidden = false;
+  $("batch").hidden = true;
+  $("validation-result").textContent = title;
+  $("validation-result").className = problems.length ? "bad" : "ok";
+  fillTable($("problems"), problems, (p) => [cell(p.row), cell(p.column), cell(p.message)]);
+  fillTable($("preview"), hospitals, (h) => [cell(h.row, "Row"), cell(h.name, "Name"), cell(h.address, "Address"),
+                                             cell(h.phone, "Phone")]);
+  $("problems-wrap").hidden = !problems.length;
+  $("preview-wrap").hidden = !!problems.length;
+}
+
 function statusCell(row) {
-  const td = document.createElement("td");
-  td.className = "status status-" + row.status;
-  row.status.split("_").forEach((part, i) => {
-    if (i > 0) td.append("_", document.createElement("wbr"));
-    td.append(part);
-  });
+  const td = cell("", "Status");
+  const word = document.createElement("span");
+  word.className = "status status-" + row.status;
+  word.dataset.status = row.status;
+  word.textContent = words(row.status);
+  td.append(word);
   return td;
 }
 
@@ -171,14 +201,36 @@ function showBatch(doc) {
   const done = doc.processed_hospitals + doc.failed_hospitals;
   $("progress").max = Math.max(doc.total_hospitals, 1);
   $("progress").value = done;
+  $("progress").hidden = doc.status === "rolled_back";
   $("counter").textContent = counterText(doc);
-  fillTable($("rows"), doc.hospitals, (r) => [cell(r.row), cell(r.name), statusCell(r), cell(r.hospital_id), cell(r.error)]);
+  const editable = RESUMABLE.includes(doc.status);
+  fillTable($("rows"), doc.hospitals, (r) => [
+    cell(r.row, "Row"), cell(r.name, "Name"), statusCell(r), cell(r.hospital_id, "Hospital id"),
+    cell(r.error, "Error"), actionCell(r, editable),
+  ]);
   $("summary").textContent = summaryText(doc);
   $("summary").className = "summary summary-" + doc.status;
+  showDownloads(doc);
   showBatchActions(doc.status);
 }
 
+function actionCell(row, editable) {
+  const td = cell("");
+  td.className = "row-actions";
+  if (editable && row.status === "failed") {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "edit";
+    button.textContent = "Edit";
+    button.setAttribute("aria-label", "Edit row " + row.row);
+    button.addEventListener("click", () => run(() => openEditor(row.row)));
+    td.append(button);
+  }
+  return td;
+}
+
 function counterText(doc) {
+  if (doc.status === "rolled_back") return "";  // the summary says it all
   const done = doc.processed_hospitals + doc.failed_hospitals;
   let text = done + " of " + doc.total_hospitals + " rows done: " + doc.processed_hospitals + " created";
   if (doc.failed_hospitals) text += ", " + doc.failed_hospitals + " failed";
@@ -187,14 +239,30 @@ function counterText(doc) {
 
 function summaryText(doc) {
   if (!FINAL.includes(doc.status)) {
-    return "Status: " + doc.status + "…";
+    return "Status: " + words(doc.status) + "…";
+  }
+  // A rollback undoes the creation, so its time and activation no longer describe anything.
+  if (doc.status === "rolled_back") {
+    return "Batch rolled back: its hospitals were deleted from the directory.";
   }
   const seconds = Number(doc.processing_time_seconds || 0).toFixed(2);
   const activated = doc.batch_activated ? "batch activated" : "batch not activated";
-  let text = "Batch " + doc.status + " in " + seconds + " s, " + activated + ".";
+  let text = "Batch " + words(doc.status) + " in " + seconds + " s, " + activated + ".";
   if (doc.error) text += " " + doc.error;
-  if (RESUMABLE.includes(doc.status)) text += " You can resume it to create the missing rows.";
+  if (RESUMABLE.includes(doc.status)) {
+    text += doc.failed_hospitals
+      ? " Fix the failed rows here or in the downloaded file, then resume to create the missing rows."
+      : " You can resume it to create the missing rows.";
+  }
   return text;
+}
+
+function showDownloads(doc) {
+  const final = FINAL.includes(doc.status);
+  $("downloads").hidden = !final;
+  $("download-results").href = batchUrl(doc.batch_id, "/results.csv");
+  $("download-failed").href = batchUrl(doc.batch_id, "/failed.csv");
+  $("download-failed").hidden = !(final && doc.hospitals.some((r) => NOT_CREATED.includes(r.status)));
 }
 
 function showBatchActions(status) {
@@ -202,9 +270,194 @@ function showBatchActions(status) {
   $("rollback").hidden = !FINAL.includes(status) || status === "rolled_back";
 }
 
+function showNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+// --- fixing a failed row -----------------------------------------------------
+
+// The row's stored values, read from results.csv (the batch document carries only the name).
+async function storedValues(number) {
+  let response;
+  try {
+    response = await fetch(batchUrl(currentDoc.batch_id, "/results.csv"), { headers: authHeaders() });
+  } catch (err) {
+    throw new PageError("Could not reach the service. Check your connection and try again.");
+  }
+  if (!response.ok) {
+    throw errorFrom(response.status, await readJson(response));
+  }
+  const [header, ...lines] = parseCsv(await response.text());
+  const line = lines.find((cells) => cells[header.indexOf("row")] === String(number));
+  const values = {};
+  for (const field of FIELDS) {
+    values[field] = line ? unneutralise(line[header.indexOf(field)] || "") : "";
+  }
+  return values;
+}
+
+// RFC 4180, as results.csv is written: quoted fields may hold commas, quotes and line breaks.
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted && c === '"' && text[i + 1] === '"') {
+      field += '"';
+      i++;
+    } else if (c === '"') {
+      quoted = !quoted;
+    } else if (!quoted && c === ",") {
+      row.push(field);
+      field = "";
+    } else if (!quoted && c === "\n") {
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = "";
+    } else if (quoted || c !== "\r") {
+      field += c;
+    }
+  }
+  if (field || row.length) rows.push([...row, field]);
+  return rows;
+}
+
+// The result files put a quote before a cell a spreadsheet would run as a formula; take it off.
+function unneutralise(value) {
+  return value.startsWith("'") && "=+-@\t\r".includes(value.charAt(1)) ? value.slice(1) : value;
+}
+
+async function openEditor(number) {
+  closeEditor();
+  showNotice("");
+  const values = await storedValues(number);
+  const tr = [...$("rows").querySelectorAll("tbody tr")].find((r) => r.firstChild.textContent === String(number));
+  if (!tr) {
+    setBusy(false);
+    return;
+  }
+  const editor = document.createElement("tr");
+  editor.className = "editor";
+  const td = document.createElement("td");
+  td.colSpan = 6;
+  td.append(editorForm(number, values));
+  editor.append(td);
+  tr.after(editor);
+  setBusy(false);
+  editor.querySelector("input").focus();
+}
+
+function editorForm(number, values) {
+  const form = document.createElement("form");
+  form.noValidate = true;
+  const fieldset = document.createElement("fieldset");
+  const legend = document.createElement("legend");
+  legend.textContent = "Fix row " + number;
+  fieldset.append(legend);
+  for (const field of FIELDS) {
+    fieldset.append(editorField(number, field, values[field]));
+  }
+  const formError = document.createElement("p");
+  formError.className = "field-error";
+  formError.id = "edit-error";
+  formError.setAttribute("role", "alert");
+  formError.hidden = true;
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  actions.append(button("Save", "save primary", "submit"), button("Cancel", "cancel", "button", closeEditor));
+  fieldset.append(formError, actions);
+  form.append(fieldset);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveRow(form, number);
+  });
+  return form;
+}
+
+function editorField(number, field, value) {
+  const id = "edit-" + field;
+  const wrap = document.createElement("div");
+  wrap.className = "field";
+  const label = document.createElement("label");
+  label.htmlFor = id;
+  label.textContent = field.charAt(0).toUpperCase() + field.slice(1) + (field === "phone" ? " (optional)" : "");
+  const input = document.createElement("input");
+  Object.assign(input, { id: id, name: field, type: field === "phone" ? "tel" : "text", value: value });
+  input.autocomplete = "off";
+  const error = document.createElement("p");
+  error.className = "field-error";
+  error.id = id + "-error";
+  error.hidden = true;
+  input.setAttribute("aria-describedby", error.id);
+  wrap.append(label, input, error);
+  return wrap;
+}
+
+function button(text, className, type, onClick) {
+  const b = document.createElement("button");
+  b.type = type;
+  b.className = className;
+  b.textContent = text;
+  if (onClick) b.addEventListener("click", onClick);
+  return b;
+}
+
+function closeEditor() {
+  const editor = $("rows").querySelector("tr.editor");
+  if (editor) editor.remove();
+}
+
+async function saveRow(form, number) {
+  const changes = {};
+  for (const field of FIELDS) changes[field] = form.elements[field].value;
+  showFieldErrors(form, []);
+  form.querySelector("button.save").disabled = true;
+  try {
+    const result = await send("PATCH", batchUrl(currentDoc.batch_id, "/rows/" + number), null, changes);
+    showBatch(result.data);
+    showNotice("Row " + number + " saved. Resume the batch to create it with the new values.");
+    $("resume").focus();
+  } catch (err) {
+    form.querySelector("button.save").disabled = false;
+    showFieldErrors(form, err.details && err.details.length ? err.details : [{ column: null, message: err.message }]);
+  }
+}
+
+// Each problem next to its field; one that names no field of the form, under the fields.
+function showFieldErrors(form, details) {
+  const general = [];
+  for (const p of form.querySelectorAll(".field-error")) {
+    p.hidden = true;
+    p.textContent = "";
+  }
+  for (const field of FIELDS) form.elements[field].removeAttribute("aria-invalid");
+  for (const d of details) {
+    if (FIELDS.includes(d.column)) {
+      const p = form.querySelector("#edit-" + d.column + "-error");
+      p.textContent = [p.textContent, d.message].filter(Boolean).join(" ");
+      p.hidden = false;
+      form.elements[d.column].setAttribute("aria-invalid", "true");
+    } else {
+      general.push(d.message);
+    }
+  }
+  const p = form.querySelector("#edit-error");
+  p.textContent = general.join(" ");
+  p.hidden = !general.length;
+  const first = form.querySelector("[aria-invalid=true]");
+  if (first) first.focus();
+}
+
 function setBusy(busy) {
   for (const id of ["check", "create", "resume", "rollback"]) {
     $(id).disabled = busy;
+  }
+  for (const edit of $("rows").querySelectorAll("button.edit")) {
+    edit.disabled = busy;
   }
 }
 
@@ -259,12 +512,22 @@ async function check() {
 }
 
 async function create() {
-  const result = await send("POST", urls.batches + "?async=1", chosenFile());
+  let result;
+  try {
+    result = await send("POST", urls.batches + "?async=1", chosenFile());
+  } catch (err) {
+    if (err.status !== 422 || !err.details.length) throw err;
+    showCheck(err.message, err.details, []);
+    setBusy(false);
+    return;
+  }
   showBatch(result.data);
   follow(result.data.batch_id);
 }
 
 async function resume() {
+  closeEditor();
+  showNotice("");
   const result = await send("POST", batchUrl(currentDoc.batch_id, "/resume?async=1"));
   showBatch(result.data);
   if (result.status === 202) {
@@ -280,6 +543,8 @@ async function rollBack() {
     return;
   }
   const before = currentDoc;
+  closeEditor();
+  showNotice("");
   $("summary").textContent = "Rolling back…";
   try {
     const result = await send("DELETE", batchUrl(before.batch_id));

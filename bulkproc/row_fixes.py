@@ -1,0 +1,113 @@
+"""Fixing a failed row in place: new values checked by the CSV rules, kept for the next resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from . import csv_input
+from .documents import reported_status
+from .exceptions import BatchConflict, BatchNotFound, DomainError, RowRefused
+from .states import RUNNING, BatchStatus, RowStatus
+from .store import Batch, Row, Store
+
+FIELDS = ("name", "address", "phone")
+# What a fixed row reads until a resume creates it: the upstream's old reason no longer applies.
+FIXED_ERROR = "Changed since it failed; resume the batch to create it with the new values."
+
+
+class RowNotFound(BatchNotFound):
+    """The batch has no row with this number."""
+
+    def __init__(self, batch_id: str, row: int) -> None:
+        DomainError.__init__(self, f"Batch {batch_id} has no row {row}.")
+
+
+def changes_from(body: Any, row: int) -> dict[str, str]:
+    """The fields a PATCH body asks to change; RowRefused naming each field that is not a known string."""
+    if not isinstance(body, dict):
+        raise RowRefused("Send a JSON object with any of the fields name, address and phone.",
+                         [{"row": row, "column": None, "message": "The body is not a JSON object."}])
+    details = [{"row": row, "column": key, "message": problem}
+               for key, value in body.items() if (problem := _field_problem(key, value))]
+    if details:
+        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.", details)
+    if not body:
+        raise RowRefused("Send at least one of the fields name, address and phone.",
+                         [{"row": row, "column": None, "message": "The body is an empty object."}])
+    return body
+
+
+def _field_problem(key: str, value: Any) -> str | None:
+    if key not in FIELDS:
+        return f'"{key}" is not a field of a row; only name, address and phone can be changed.'
+    if not isinstance(value, str):
+        return f"The {key} must be a string (an empty string clears a phone)."
+    return None
+
+
+def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], now: float) -> None:
+    """Give failed row `number` of `batch` new values; RowNotFound, BatchConflict when it cannot
+    change now, RowRefused when the CSV rules refuse the values or they duplicate another row."""
+    row = next((r for r in batch.rows if r.row == number), None)
+    if row is None:
+        raise RowNotFound(batch.id, number)
+    _check_changeable(batch, row, now)
+    current = {"name": row.name, "address": row.address, "phone": row.phone or ""}
+    fixed = _checked(number, {**current, **changes})
+    twin = _duplicate_of(fixed, [r for r in batch.rows if r.row != number])
+    if twin is not None:
+        raise RowRefused(f"Row {number} was not changed: it would duplicate row {twin}.", [
+            {"row": number, "column": None,
+             "message": f"Row {twin} has the same name and address; change the name or the address."}])
+    if not store.fix_row(batch.id, number, fixed.name, fixed.address, fixed.phone, FIXED_ERROR):
+        raise BatchConflict(f"Batch {batch.id} changed meanwhile (a resume or a rollback started); "
+                            "reload it and try again.")
+
+
+def _check_changeable(batch: Batch, row: Row, now: float) -> None:
+    status = reported_status(batch, now)
+    if status in RUNNING:
+        raise BatchConflict(f"Batch {batch.id} is {status}; change its rows once it has stopped.")
+    if status == BatchStatus.ROLLED_BACK:
+        raise BatchConflict(f"Batch {batch.id} was rolled back; upload the rows again instead.")
+    if row.status != RowStatus.FAILED:
+        raise BatchConflict(f"Row {row.row} is {row.status}; only a failed row can be changed.")
+
+
+def _checked(number: int, values: dict[str, str]) -> csv_input.HospitalRow:
+    """The row as an upload would read it, or RowRefused with the problems under its real number."""
+    if not any(value.strip() for value in values.values()):
+        # An upload skips a blank line, so the CSV rules would see no row at all here.
+        raise RowRefused(f"Row {number} was not changed: the values are refused.", [
+            {"row": number, "column": column, "message": f"The {column} is empty; every hospital needs one."}
+            for column in ("name", "address")])
+    try:
+        (parsed,) = csv_input.parse(_csv([values]), max_rows=1)
+    except csv_input.CsvRejected as exc:
+        raise RowRefused(f"Row {number} was not changed: the values are refused.",
+                         [{**detail, "row": number} for detail in exc.details]) from None
+    return parsed
+
+
+def _duplicate_of(fixed: csv_input.HospitalRow, others: list[Row]) -> int | None:
+    """The number of the first other row an upload would call a duplicate of `fixed`, if any."""
+    candidate = {"name": fixed.name, "address": fixed.address, "phone": fixed.phone or ""}
+    for other in others:
+        pair = [{"name": other.name, "address": other.address, "phone": other.phone or ""}, candidate]
+        try:
+            csv_input.parse(_csv(pair), max_rows=2)
+        except csv_input.CsvRejected as exc:
+            # The candidate passes alone, so a problem of its own here comes from the pairing.
+            if any(detail["row"] == 2 for detail in exc.details):
+                return other.row
+    return None
+
+
+def _csv(rows: list[dict[str, str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()

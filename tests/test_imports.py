@@ -364,3 +364,61 @@ def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_
     # At most once: what had landed before the kill was found, not posted again.
     assert sim.stats["create_requests"] == 60
     assert document["processing_time_seconds"] >= interrupted["processing_time_seconds"]
+
+
+# -- the upload page (headless Chromium) ---------------------------------------------------
+
+from tests.test_upload_page import _choose_file, _overflow, _table, _wait_for_text, browser  # noqa: E402,F401
+
+
+@pytest.fixture
+def page_service(make_app, serve_app):
+    """A page in front of a service whose limiter lets 10 creations through per second."""
+    return serve_app(make_app(CREATE_RATE=(10, 1.0), CONCURRENCY=10))
+
+
+def test_a_file_over_20_rows_becomes_an_import_with_overall_and_per_batch_progress(
+        browser, page_service, tmp_path, upstream):
+    browser.set_window_size(400, 900)
+    try:
+        browser.get(page_service.url + "/")
+        _choose_file(browser, tmp_path, hospitals_csv(45))
+        browser.find_element("id", "check").click()
+        _wait_for_text(browser, "validation-result", "Valid, 45 hospitals. It will be imported in 3 batches")
+
+        browser.find_element("id", "create").click()
+        _wait_for_text(browser, "import-remaining", "left at the directory's rate limit")
+        assert browser.find_element("id", "import-cancel").is_displayed()
+        _wait_for_text(browser, "import-summary", "Import completed")
+        assert _overflow(browser) == {"page": 0, "elements": []}
+    finally:
+        browser.set_window_size(1000, 900)
+
+    batches = _table(browser, "import-batches")
+    assert [b[:3] for b in batches] == [["1–20", "completed", "20 of 20"], ["21–40", "completed", "20 of 20"],
+                                        ["41–45", "completed", "5 of 5"]]
+    assert browser.find_element("id", "import-counter").text == "45 of 45 rows done: 45 created."
+    assert browser.find_element("id", "import-progress").get_attribute("value") == "45"
+    assert browser.find_element("id", "import-remaining").text == ""
+    assert not browser.find_element("id", "import-cancel").is_displayed()
+    assert browser.find_element("id", "import-download-results").get_attribute("href").endswith("/results.csv")
+    assert not browser.find_element("id", "batch").is_displayed()
+    assert len(upstream.sim.hospitals()) == 45
+
+
+def test_the_page_cancels_an_import_and_resumes_it(browser, page_service, tmp_path, upstream):
+    browser.get(page_service.url + "/")
+    _choose_file(browser, tmp_path, hospitals_csv(60))
+    browser.find_element("id", "create").click()
+    wait_until(lambda: len(upstream.sim.hospitals()) >= 10, timeout=10, what="the first creations")
+
+    browser.find_element("id", "import-cancel").click()
+    _wait_for_text(browser, "import-summary", "Import cancelled")
+
+    assert "cancelled" in [b[1] for b in _table(browser, "import-batches")]
+    created = len(upstream.sim.hospitals())
+    assert created < 60
+    assert browser.find_element("id", "import-download-failed").is_displayed()
+    browser.find_element("id", "import-resume").click()
+    _wait_for_text(browser, "import-summary", "Import completed")
+    assert len(upstream.sim.hospitals()) == 60

@@ -11,6 +11,7 @@ import pytest
 
 from bulkproc.simulator import create_simulator, serve
 from tests.gunicorn_service import GunicornService, service_env
+from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
@@ -193,6 +194,24 @@ def test_rollback_deletes_every_batch_upstream_and_is_refused_while_running(make
     assert {b["status"] for b in document["batches"]} == {"rolled_back"}
     assert upstream.sim.hospitals() == []
     assert service.post(f"/hospitals/imports/{import_id}/resume").status_code == 409
+
+
+def test_on_either_store_an_import_is_cancelled_resumed_and_rolled_back(store_url, make_app, serve_app, upstream):
+    service = serve_app(make_app(DATABASE_URL=store_url, CREATE_RATE=(10, 1.0), CONCURRENCY=10))
+    import_id = start_import(service, hospitals_csv(45))["import_id"]
+    wait_until(lambda: service.get(f"/hospitals/imports/{import_id}").json()["processed_hospitals"] >= 10,
+               timeout=10, what="the first window's creations")
+
+    assert service.post(f"/hospitals/imports/{import_id}/cancel").status_code == 202
+    assert wait_for(service, import_id)["status"] == "cancelled"
+    assert service.post(f"/hospitals/imports/{import_id}/resume").status_code == 202
+    document = wait_for(service, import_id, what="the resumed import")
+    assert document["status"] == "completed"
+    assert_each_row_once_and_active(upstream, document)
+
+    assert service.delete(f"/hospitals/imports/{import_id}").json()["status"] == "rolled_back"
+    assert upstream.sim.hospitals() == []
+    assert [i["status"] for i in service.get("/hospitals/imports").json()["imports"]] == ["rolled_back"]
 
 
 # -- validation ----------------------------------------------------------------------------

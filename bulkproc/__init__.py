@@ -38,7 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     jobs = app.extensions["bulkproc"] = Jobs(
         store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
-        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"])
+        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"] + app.config["CONNECT_TIMEOUT"])
     app.extensions["bulkproc.imports"] = Imports(
         jobs, batch_rows=app.config["MAX_ROWS"], rate=app.config["CREATE_RATE"],
         concurrency=app.config["CONCURRENCY"], creation_seconds=app.config.get("IMPORT_CREATION_SECONDS", 5.0))

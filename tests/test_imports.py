@@ -100,10 +100,12 @@ def test_the_next_batch_starts_while_the_one_before_still_has_rows_in_flight(mak
 
 
 def test_an_import_and_small_uploads_at_once_share_the_limit_with_no_429(make_app, serve_app):
-    # Scaled time: 30 creations per 1 s window upstream, 0.05 s per creation; the service's window is
-    # 0.2 s longer, the margin a loaded test machine needs between taking a slot and the POST landing.
+    # Scaled time: 30 creations per 1 s window upstream, 0.05 s per creation. The service's window is
+    # half as long again: on a loaded test machine a POST can land a few hundred ms after its slot
+    # was taken. Budgets that were not shared (the import's and the uploads' apart) would still
+    # send 60 creations into one upstream window, and be refused.
     with serve(create_simulator(delay=0.05, create_limit=30, window=1.0)) as limited:
-        service = serve_app(make_app(HOSPITAL_API_BASE_URL=limited.url, CREATE_RATE=(30, 1.2), CONCURRENCY=30))
+        service = serve_app(make_app(HOSPITAL_API_BASE_URL=limited.url, CREATE_RATE=(30, 1.5), CONCURRENCY=30))
         started = start_import(service, hospitals_csv(100))
         wait_until(lambda: service.get(f"/hospitals/imports/{started['import_id']}").json()["processed_hospitals"],
                    timeout=10, what="the import's first creations")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from .states import EXISTING, RUNNING, BatchStatus, RowStatus
 from .store import Batch, Import, ImportPart, Row

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
@@ -50,8 +50,8 @@ class Imports:
     """Starts, runs, cancels, resumes and rolls back imports on top of the app's Jobs."""
 
     def __init__(self, jobs: Jobs, *, batch_rows: int, rate: tuple[int, float] | None, concurrency: int,
-                 creation_seconds: float = CREATION_SECONDS, runners: int = 8,
-                 clock=time.time) -> None:
+                 creation_seconds: float = CREATION_SECONDS, runners: int = 32,
+                 clock: Callable[[], float] = time.time) -> None:
         self.jobs, self.store = jobs, jobs.store
         self.batch_rows, self.rate, self.concurrency = batch_rows, rate, concurrency
         self.creation_seconds = creation_seconds
@@ -74,9 +74,11 @@ class Imports:
         return imp
 
     def document(self, import_id: str) -> dict[str, Any]:
+        """The import's document now; raises ImportNotFound."""
         return import_document(self.load(import_id), self._clock(), self.estimate)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` imports, newest first."""
         now = self._clock()
         return [import_summary(import_document(i, now, self.estimate)) for i in self.store.recent_imports(limit)]
 
@@ -132,6 +134,7 @@ class Imports:
                                         file_sha256=file_sha256)
 
     def run_in_background(self, import_id: str) -> Future:
+        """Run (or resume) an import this process holds, on the runners' executor."""
         return self._runners.submit(in_batch_context(import_id, self._run), import_id)
 
     def cancel(self, import_id: str) -> bool:
@@ -144,7 +147,8 @@ class Imports:
         status = reported_import_status(imp, self._clock())
         if status == BatchStatus.CANCELLED:
             return False
-        raise BatchConflict(f"Import {import_id} is {status}; only a queued or processing import can be cancelled.")
+        raise BatchConflict(f"Import {import_id} is {status}; only a queued or processing import "
+                            "can be cancelled.")
 
     def take_over(self, import_id: str) -> bool:
         """Take an unfinished import, and every unfinished batch of it, for this process; False
@@ -240,7 +244,8 @@ class Imports:
                     lost.set()
                     return
 
-        keeper = threading.Thread(target=in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}", daemon=True)
+        keeper = threading.Thread(target=in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}",
+                                  daemon=True)
         keeper.start()
         try:
             yield lost

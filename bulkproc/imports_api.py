@@ -70,8 +70,9 @@ def get_import(import_id: str):
 
 @bp.post("/<import_id>/cancel")
 def cancel_import(import_id: str):
-    # Rows in flight still finish, so the import reads cancelled a moment later: follow Location.
-    return _accepted(import_id, 202 if _imports().cancel(import_id) else 200)
+    # Rows in flight still finish, so the import reads `cancelled` a moment after this answer.
+    _imports().cancel(import_id)
+    return jsonify(_imports().document(import_id))
 
 
 @bp.post("/<import_id>/resume")

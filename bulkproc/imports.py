@@ -193,7 +193,9 @@ class Imports:
         log.info("import running")
         try:
             with self._leased(import_id) as lost:
-                wait(self._start_batches(import_id, lost))
+                for future in wait(self._start_batches(import_id, lost)).done:
+                    if future.exception() is not None:  # a batch's own thread has nobody else to tell
+                        log.error("a batch stopped by an unexpected error", exc_info=future.exception())
         except Exception:  # the task boundary: log it; the batches keep their own states
             log.exception("import runner stopped by an unexpected error")
         finally:

@@ -24,7 +24,7 @@ from .exceptions import BatchConflict, BatchNotFound, UpstreamError, UpstreamUna
 from .logs import in_batch_context
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
-from .states import EXISTING, FINAL, RESUMABLE, BatchStatus
+from .states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
 from .store import Batch, Row, Store
 
 log = logging.getLogger(__name__)

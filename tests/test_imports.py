@@ -147,7 +147,7 @@ def test_cancel_stops_new_rows_and_resume_finishes_every_row_once(make_app, serv
     not_started = {h["row"] for h in import_rows(service, cancelled.json()) if h["status"] == "cancelled"}
     document = wait_for(service, import_id)
 
-    assert document["status"] == "cancelled", document
+    assert document["status"] == "cancelled", [(b["status"], b["processed_hospitals"]) for b in document["batches"]]
     assert document["estimated_seconds_remaining"] is None
     rows = import_rows(service, document)
     assert {h["status"] for h in rows} <= {"created_and_activated", "created", "cancelled"}

@@ -7,10 +7,12 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, config, errors, logs, pages
+from . import api, config, errors, imports_api, logs, pages
 from .directory_client import DirectoryClient
+from .imports import Imports
 from .jobs import Jobs
-from .rate_limit import RateLimiter
+from .rate_limit import NoLimiter, RateLimiter
+from .rows import SETTLE_FACTOR
 from .store import Store
 
 __all__ = ["create_app"]
@@ -31,16 +33,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["HOSPITAL_API_BASE_URL"], connect_timeout=app.config["CONNECT_TIMEOUT"],
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],
         pool_size=app.config["CONCURRENCY"] + 4, backoff=app.config["BACKOFF_SECONDS"],
-        rate_limit_pause=app.config["RATE_LIMIT_PAUSE"])
-    if app.config["CREATE_RATE"]:
-        client.limiter = RateLimiter(store, *app.config["CREATE_RATE"])
-    app.extensions["bulkproc"] = Jobs(
-        store, client, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
+        rate_limit_pause=app.config["RATE_LIMIT_PAUSE"], outage_grace=app.config["OUTAGE_GRACE"])
+    limiter = RateLimiter(store, *app.config["CREATE_RATE"]) if app.config["CREATE_RATE"] else NoLimiter()
+    jobs = app.extensions["bulkproc"] = Jobs(
+        store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
-        settle_seconds=app.config["READ_TIMEOUT"])
+        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"] + app.config["CONNECT_TIMEOUT"])
+    app.extensions["bulkproc.imports"] = Imports(
+        jobs, batch_rows=app.config["MAX_ROWS"], rate=app.config["CREATE_RATE"],
+        concurrency=app.config["CONCURRENCY"], creation_seconds=app.config.get("IMPORT_CREATION_SECONDS", 5.0))
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(imports_api.bp)
     errors.register(app)
     return app
 

@@ -10,6 +10,7 @@ bp = Blueprint("pages", __name__)
 @bp.get("/")
 def upload_page():
     return render_template("upload.html", max_rows=current_app.config["MAX_ROWS"],
+                           max_import_rows=current_app.config["MAX_IMPORT_ROWS"],
                            token_required=bool(current_app.config.get("API_TOKEN")))
 
 

@@ -7,8 +7,8 @@ import io
 from typing import Any
 
 from . import csv_input
-from .errors import ApiError, BatchConflict, BatchNotFound, CsvRefused
-from .jobs import reported_status
+from .documents import reported_status
+from .exceptions import BatchConflict, BatchNotFound, DomainError, RowRefused
 from .states import RUNNING, BatchStatus, RowStatus
 from .store import Batch, Row, Store
 
@@ -21,20 +21,20 @@ class RowNotFound(BatchNotFound):
     """The batch has no row with this number."""
 
     def __init__(self, batch_id: str, row: int) -> None:
-        ApiError.__init__(self, f"Batch {batch_id} has no row {row}.")
+        DomainError.__init__(self, f"Batch {batch_id} has no row {row}.")
 
 
 def changes_from(body: Any, row: int) -> dict[str, str]:
-    """The fields a PATCH body asks to change; CsvRefused naming each field that is not a known string."""
+    """The fields a PATCH body asks to change; RowRefused naming each field that is not a known string."""
     if not isinstance(body, dict):
-        raise CsvRefused("Send a JSON object with any of the fields name, address and phone.",
+        raise RowRefused("Send a JSON object with any of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is not a JSON object."}])
     details = [{"row": row, "column": key, "message": problem}
                for key, value in body.items() if (problem := _field_problem(key, value))]
     if details:
-        raise CsvRefused(f"Row {row} was not changed: the body has fields that cannot be used.", details)
+        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.", details)
     if not body:
-        raise CsvRefused("Send at least one of the fields name, address and phone.",
+        raise RowRefused("Send at least one of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is an empty object."}])
     return body
 
@@ -49,7 +49,7 @@ def _field_problem(key: str, value: Any) -> str | None:
 
 def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], now: float) -> None:
     """Give failed row `number` of `batch` new values; RowNotFound, BatchConflict when it cannot
-    change now, CsvRefused when the CSV rules refuse the values or they duplicate another row."""
+    change now, RowRefused when the CSV rules refuse the values or they duplicate another row."""
     row = next((r for r in batch.rows if r.row == number), None)
     if row is None:
         raise RowNotFound(batch.id, number)
@@ -58,7 +58,7 @@ def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], no
     fixed = _checked(number, {**current, **changes})
     twin = _duplicate_of(fixed, [r for r in batch.rows if r.row != number])
     if twin is not None:
-        raise CsvRefused(f"Row {number} was not changed: it would duplicate row {twin}.", [
+        raise RowRefused(f"Row {number} was not changed: it would duplicate row {twin}.", [
             {"row": number, "column": None,
              "message": f"Row {twin} has the same name and address; change the name or the address."}])
     if not store.fix_row(batch.id, number, fixed.name, fixed.address, fixed.phone, FIXED_ERROR):
@@ -77,16 +77,16 @@ def _check_changeable(batch: Batch, row: Row, now: float) -> None:
 
 
 def _checked(number: int, values: dict[str, str]) -> csv_input.HospitalRow:
-    """The row as an upload would read it, or CsvRefused with the problems under its real number."""
+    """The row as an upload would read it, or RowRefused with the problems under its real number."""
     if not any(value.strip() for value in values.values()):
         # An upload skips a blank line, so the CSV rules would see no row at all here.
-        raise CsvRefused(f"Row {number} was not changed: the values are refused.", [
+        raise RowRefused(f"Row {number} was not changed: the values are refused.", [
             {"row": number, "column": column, "message": f"The {column} is empty; every hospital needs one."}
             for column in ("name", "address")])
     try:
         (parsed,) = csv_input.parse(_csv([values]), max_rows=1)
     except csv_input.CsvRejected as exc:
-        raise CsvRefused(f"Row {number} was not changed: the values are refused.",
+        raise RowRefused(f"Row {number} was not changed: the values are refused.",
                          [{**detail, "row": number} for detail in exc.details]) from None
     return parsed
 

@@ -14,6 +14,8 @@ class BatchStatus(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     ROLLED_BACK = "rolled_back"
+    # A batch of a cancelled import that has rows the cancel stopped before they started.
+    CANCELLED = "cancelled"
 
 
 class RowStatus(StrEnum):
@@ -23,12 +25,15 @@ class RowStatus(StrEnum):
     CREATED_AND_ACTIVATED = "created_and_activated"
     FAILED = "failed"
     DELETED = "deleted"
+    # A row of a cancelled import that never started; a resume creates it.
+    CANCELLED = "cancelled"
 
 
 # A batch in one of these states is owned by a live process, as long as its lease holds.
 RUNNING = frozenset({BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.ACTIVATING})
 # States a batch can never leave by processing: nothing more will happen to it.
 FINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED,
-                   BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK})
-RESUMABLE = frozenset({BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED, BatchStatus.INTERRUPTED})
+                   BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK, BatchStatus.CANCELLED})
+RESUMABLE = frozenset({BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED, BatchStatus.INTERRUPTED,
+                       BatchStatus.CANCELLED})
 EXISTING = frozenset({RowStatus.CREATED, RowStatus.CREATED_AND_ACTIVATED})

@@ -11,7 +11,7 @@ import pytest
 from bulkproc import csv_input
 from bulkproc.results import failed_lines, neutralise, results_lines
 from bulkproc.store import Row
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def _row(number: int, status: str, **values) -> Row:
@@ -146,8 +146,8 @@ def test_an_upstream_error_message_is_neutralised_in_both_files(app, client):
     store = app.extensions["bulkproc"].store
     batch_id, _ = store.insert_batch(str(uuid.uuid4()), csv_input.parse(hospitals_csv(1).encode()),
                                      owner="test", lease_until=0)
-    store.update_row(batch_id, 1, status="failed", error="=1+1 refused by the directory")
-    store.update_batch(batch_id, status="failed")
+    store.record_row_failed(batch_id, 1, "=1+1 refused by the directory")
+    store.set_status(batch_id, "failed")
 
     for name in ("results.csv", "failed.csv"):
         text = client.get(f"/hospitals/bulk/{batch_id}/{name}").get_data(as_text=True)

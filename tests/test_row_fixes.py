@@ -9,7 +9,7 @@ import pytest
 
 from bulkproc import csv_input
 from bulkproc.row_fixes import FIXED_ERROR
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def _batch(store, *, rows: int = 3, failed=(2,), status: str = "partially_failed", lease_until: float = 0.0) -> str:
@@ -18,10 +18,10 @@ def _batch(store, *, rows: int = 3, failed=(2,), status: str = "partially_failed
                                      owner="test", lease_until=lease_until)
     for n in range(1, rows + 1):
         if n in failed:
-            store.update_row(batch_id, n, status="failed", error="The directory refused the row: name")
+            store.record_row_failed(batch_id, n, "The directory refused the row: name")
         else:
-            store.update_row(batch_id, n, status="created", hospital_id=100 + n)
-    store.update_batch(batch_id, status=status)
+            store.record_created(batch_id, n, 100 + n)
+    store.set_status(batch_id, status)
     return batch_id
 
 
@@ -31,7 +31,7 @@ def store(app):
 
 
 def _stored_row(store, batch_id, number):
-    return next(r for r in store.load(batch_id).rows if r.row == number)
+    return next(r for r in store.get_batch(batch_id).rows if r.row == number)
 
 
 # --- 200 -------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def test_a_failed_row_takes_new_values_and_the_batch_document_is_answered(client
     row = _stored_row(store, batch_id, 2)
     assert (row.name, row.address, row.phone) == ("Mercy   Hospital", "2 Main St, Springfield", "+1 (617) 555-0199")
     assert store.version(batch_id) > version
-    assert [r.name for r in store.load(batch_id).rows if r.row != 2] == ["Hospital 1", "Hospital 3"]
+    assert [r.name for r in store.get_batch(batch_id).rows if r.row != 2] == ["Hospital 1", "Hospital 3"]
 
 
 def test_an_empty_phone_clears_it(client, store):

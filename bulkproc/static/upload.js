@@ -1,9 +1,11 @@
-// The upload page: check a CSV, create its hospitals, follow the batch live, fix failed rows,
-// resume or roll back, and download the results.
+// The upload page: check a CSV, create its hospitals (a file over the batch limit as an import),
+// follow the batch or import live, fix failed rows, cancel, resume or roll back, and download the results.
 "use strict";
 
 const FINAL = ["completed", "partially_failed", "failed", "interrupted", "rolled_back"];
 const RESUMABLE = ["partially_failed", "failed", "interrupted"];
+const IMPORT_FINAL = FINAL.concat(["cancelled"]);
+const IMPORT_RESUMABLE = RESUMABLE.concat(["cancelled"]);
 // Rows that do not exist upstream: what failed.csv lists.
 const NOT_CREATED = ["failed", "pending", "cancelled"];
 const FIELDS = ["name", "address", "phone"];
@@ -21,9 +23,12 @@ const page = document.getElementById("app");
 const urls = {
   validate: page.dataset.validateUrl,
   batches: page.dataset.batchesUrl,
+  imports: page.dataset.importsUrl,
 };
+const MAX_ROWS = Number(page.dataset.maxRows);
 
 let currentDoc = null;
+let currentImport = null;
 let events = null;
 
 // A failure to show the user: one sentence plus optional {row, column, message} details.
@@ -110,6 +115,10 @@ function batchUrl(id, suffix) {
   return urls.batches + "/" + encodeURIComponent(id) + (suffix || "");
 }
 
+function importUrl(id, suffix) {
+  return urls.imports + "/" + encodeURIComponent(id) + (suffix || "");
+}
+
 // --- drawing ------------------------------------------------------------------
 
 // A cell; `label` names its column where narrow screens show each row as a card.
@@ -162,7 +171,9 @@ function describeProblem(problem) {
 function showValidation(result) {
   const count = result.total_hospitals + (result.total_hospitals === 1 ? " hospital" : " hospitals");
   if (result.valid) {
-    showCheck("Valid, " + count + ".", [], result.hospitals);
+    const batches = Math.ceil(result.total_hospitals / MAX_ROWS);
+    const split = batches > 1 ? " It will be imported in " + batches + " batches of at most " + MAX_ROWS + " rows." : "";
+    showCheck("Valid, " + count + "." + split, [], result.hospitals);
   } else {
     const n = result.errors.length;
     showCheck("Not valid: " + n + (n === 1 ? " problem" : " problems") + " to fix.", result.errors, []);
@@ -174,6 +185,7 @@ function showValidation(result) {
 function showCheck(title, problems, hospitals) {
   $("validation").hidden = false;
   $("batch").hidden = true;
+  $("import").hidden = true;
   $("validation-result").textContent = title;
   $("validation-result").className = problems.length ? "bad" : "ok";
   fillTable($("problems"), problems, (p) => [cell(p.row), cell(p.column), cell(p.message)]);
@@ -196,6 +208,7 @@ function statusCell(row) {
 function showBatch(doc) {
   currentDoc = doc;
   $("validation").hidden = true;
+  $("import").hidden = true;
   $("batch").hidden = false;
   $("batch-id").textContent = doc.batch_id;
   const done = doc.processed_hospitals + doc.failed_hospitals;
@@ -453,7 +466,8 @@ function showFieldErrors(form, details) {
 }
 
 function setBusy(busy) {
-  for (const id of ["check", "create", "resume", "rollback"]) {
+  // The import's Cancel button stays usable while the import runs: that is when it is needed.
+  for (const id of ["check", "create", "resume", "rollback", "import-resume", "import-rollback"]) {
     $(id).disabled = busy;
   }
   for (const edit of $("rows").querySelectorAll("button.edit")) {
@@ -492,6 +506,141 @@ function stopFollowing() {
   }
 }
 
+// --- imports: a file over the batch limit -----------------------------------
+
+function showImport(doc) {
+  currentImport = doc;
+  $("validation").hidden = true;
+  $("batch").hidden = true;
+  $("import").hidden = false;
+  $("import-id").textContent = doc.import_id;
+  $("import-progress").max = Math.max(doc.total_hospitals, 1);
+  $("import-progress").value = doc.processed_hospitals + doc.failed_hospitals;
+  $("import-progress").hidden = doc.status === "rolled_back";
+  $("import-counter").textContent = counterText(doc);
+  $("import-remaining").textContent = remainingText(doc.estimated_seconds_remaining);
+  fillTable($("import-batches"), doc.batches, (b) => [
+    cell(b.first_row + "–" + b.last_row, "Rows"), statusCell(b),
+    cell(b.processed_hospitals + " of " + b.total_hospitals, "Created"), cell(b.failed_hospitals, "Failed"),
+    cell(b.batch_id, "Batch"),
+  ]);
+  $("import-summary").textContent = importSummaryText(doc);
+  $("import-summary").className = "summary summary-" + doc.status;
+  const final = IMPORT_FINAL.includes(doc.status);
+  $("import-downloads").hidden = !final;
+  $("import-download-results").href = importUrl(doc.import_id, "/results.csv");
+  $("import-download-failed").href = importUrl(doc.import_id, "/failed.csv");
+  $("import-download-failed").hidden = !(final && doc.processed_hospitals < doc.total_hospitals);
+  $("import-cancel").hidden = final || doc.cancelling === true;
+  $("import-resume").hidden = !IMPORT_RESUMABLE.includes(doc.status);
+  $("import-rollback").hidden = !final || doc.status === "rolled_back";
+}
+
+// The estimate counts the rate limit and the rows left; other uploads may take part of the budget.
+function remainingText(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const s = Math.max(1, Math.round(seconds));
+  const minutes = Math.floor(s / 60);
+  const text = minutes ? minutes + " min" + (s % 60 ? " " + (s % 60) + " s" : "") : s + " s";
+  return "About " + text + " left at the directory's rate limit.";
+}
+
+function importSummaryText(doc) {
+  if (!IMPORT_FINAL.includes(doc.status)) {
+    return "Status: " + words(doc.status) + "…";
+  }
+  const seconds = Number(doc.processing_time_seconds || 0).toFixed(1);
+  const created = doc.processed_hospitals + " of " + doc.total_hospitals + " hospitals created";
+  const texts = {
+    completed: "Import completed in " + seconds + " s: " + created + ", every batch activated.",
+    partially_failed: "Import partially failed: " + created + ", " + doc.failed_hospitals + " failed. " +
+      "Fix the failed rows in the downloaded file and upload it, or resume the import to try them again.",
+    failed: "Import failed: no hospital was created. Resume it to try again.",
+    cancelled: "Import cancelled: " + created + "; the rows not started were not sent. Resume it to create them.",
+    interrupted: "Import interrupted: the service stopped while it ran; " + created + ". Resume it to go on.",
+    rolled_back: "Import rolled back: its hospitals were deleted from the directory.",
+  };
+  return texts[doc.status];
+}
+
+function followImport(id) {
+  stopFollowing();
+  setBusy(true);
+  events = new EventSource(importUrl(id, "/events"));
+  events.onmessage = (message) => {
+    const doc = JSON.parse(message.data);
+    doc.cancelling = currentImport && currentImport.import_id === doc.import_id && currentImport.cancelling;
+    showImport(doc);
+    if (IMPORT_FINAL.includes(doc.status)) {
+      stopFollowing();
+      setBusy(false);
+    }
+  };
+  events.onerror = () => {
+    if (events && events.readyState === EventSource.CLOSED) {
+      stopFollowing();
+      setBusy(false);
+      showError(new PageError("Lost the live progress of the import. Reload the page to see where it stands."));
+    }
+  };
+}
+
+// Rows in the file, as the service counts them: blank lines skipped, a header row not counted.
+function dataRows(text) {
+  const records = parseCsv(text.replace(/^\uFEFF/, "")).filter((cells) => cells.some((c) => c.trim()));
+  if (!records.length) return 0;
+  const first = records[0].map((c) => c.trim().toLowerCase());
+  return records.length - (first.includes("name") && first.includes("address") ? 1 : 0);
+}
+
+async function createImport(file) {
+  let result;
+  try {
+    result = await send("POST", urls.imports, file);
+  } catch (err) {
+    if (err.status !== 422 || !err.details.length) throw err;
+    showCheck(err.message, err.details, []);
+    setBusy(false);
+    return;
+  }
+  showImport(result.data);
+  followImport(result.data.import_id);
+}
+
+async function cancelImport() {
+  const result = await send("POST", importUrl(currentImport.import_id, "/cancel"));
+  result.data.cancelling = true;
+  showImport(result.data);
+  $("import-summary").textContent = "Cancelling: no more rows start; the ones already sent finish first.";
+  if (!events) setBusy(false);  // the stream, if any, ends at the final state and frees the buttons
+}
+
+async function resumeImport() {
+  const result = await send("POST", importUrl(currentImport.import_id, "/resume"));
+  showImport(result.data);
+  if (result.status === 202) {
+    followImport(currentImport.import_id);
+  } else {
+    setBusy(false);
+  }
+}
+
+async function rollBackImport() {
+  if (!window.confirm("Delete every hospital of this import from the directory?")) {
+    setBusy(false);
+    return;
+  }
+  $("import-summary").textContent = "Rolling back…";
+  const before = currentImport;
+  try {
+    showImport((await send("DELETE", importUrl(before.import_id))).data);
+  } catch (err) {
+    showImport(before);
+    throw err;
+  }
+  setBusy(false);
+}
+
 // --- actions -----------------------------------------------------------------
 
 async function run(action) {
@@ -512,6 +661,11 @@ async function check() {
 }
 
 async function create() {
+  const file = chosenFile();
+  if (dataRows(await file.text()) > MAX_ROWS) {
+    await createImport(file);
+    return;
+  }
   let result;
   try {
     result = await send("POST", urls.batches + "?async=1", chosenFile());
@@ -570,6 +724,7 @@ function forgetResults() {
   setBusy(false);
   $("validation").hidden = true;
   $("batch").hidden = true;
+  $("import").hidden = true;
 }
 
 keepToken();
@@ -581,3 +736,6 @@ $("upload-form").addEventListener("submit", (event) => {
 });
 $("resume").addEventListener("click", () => run(resume));
 $("rollback").addEventListener("click", () => run(rollBack));
+$("import-cancel").addEventListener("click", () => run(cancelImport));
+$("import-resume").addEventListener("click", () => run(resumeImport));
+$("import-rollback").addEventListener("click", () => run(rollBackImport));

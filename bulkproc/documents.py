@@ -1,0 +1,127 @@
+"""The contract's documents: what a client reads about a batch or an import, built from the store's records."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from .states import EXISTING, RUNNING, BatchStatus, RowStatus
+from .store import Batch, Import, ImportPart, Row
+
+
+def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict[str, Any]:
+    """The contract's status document for a batch as it stands at `now` (wall-clock seconds)."""
+    status = reported_status(batch, now)
+    elapsed = batch.elapsed
+    if batch.run_started_at is not None and status in RUNNING:
+        elapsed += max(0.0, now - batch.run_started_at)
+    document: dict[str, Any] = {
+        "batch_id": batch.id,
+        "status": status,
+        "total_hospitals": batch.total,
+        "processed_hospitals": sum(batch.row_counts.get(s, 0) for s in EXISTING),
+        "failed_hospitals": batch.row_counts.get(RowStatus.FAILED, 0),
+        "processing_time_seconds": round(elapsed, 3),
+        "batch_activated": batch.activated,
+        "error": batch.error,
+        "hospitals": [row_document(r) for r in batch.rows],
+    }
+    if timestamps:
+        document["created_at"] = _iso(batch.created_at)
+        document["updated_at"] = _iso(batch.updated_at)
+    return document
+
+
+def summary_document(batch: Batch, now: float) -> dict[str, Any]:
+    """The listing's view of a batch: its document without rows."""
+    document = batch_document(batch, now)
+    del document["hospitals"]
+    return document
+
+
+def row_document(row: Row) -> dict[str, Any]:
+    """One row as the contract shows it."""
+    return {"row": row.row, "hospital_id": row.hospital_id, "name": row.name,
+            "status": row.status, "error": row.error}
+
+
+def reported_status(batch: Batch, now: float) -> str:
+    """The batch's status, reading `interrupted` when its owner stopped renewing the lease."""
+    if batch.status in RUNNING and (batch.lease_expires or 0) < now:
+        return BatchStatus.INTERRUPTED
+    return batch.status
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
+
+
+IMPORT_FINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED,
+                          BatchStatus.CANCELLED, BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK})
+IMPORT_BATCH_FIELDS = ("batch_id", "first_row", "last_row", "status", "total_hospitals", "processed_hospitals",
+                       "failed_hospitals", "batch_activated", "created_at", "updated_at")
+
+
+# -- imports ---------------------------------------------------------------------------
+
+
+def reported_import_status(imp: Import, now: float) -> str:
+    """The import's status: its runner's while one holds the lease, otherwise what its batches say."""
+    if imp.status in RUNNING:
+        return imp.status if (imp.lease_expires or 0) >= now else BatchStatus.INTERRUPTED
+    return settled_status(imp.parts, now)
+
+
+def settled_status(parts: list[ImportPart], now: float) -> str:
+    """An import's status read from its batches, once no runner holds it."""
+    statuses = {reported_status(p.batch, now) for p in parts}
+    if statuses == {BatchStatus.ROLLED_BACK}:
+        return BatchStatus.ROLLED_BACK
+    if statuses & RUNNING:
+        return BatchStatus.PROCESSING  # a batch resumed on its own under /hospitals/bulk
+    if statuses == {BatchStatus.COMPLETED}:
+        return BatchStatus.COMPLETED
+    for status in (BatchStatus.INTERRUPTED, BatchStatus.CANCELLED):
+        if status in statuses:
+            return status
+    if any(p.batch.row_counts.get(s) for p in parts for s in EXISTING):
+        return BatchStatus.PARTIALLY_FAILED
+    return BatchStatus.FAILED
+
+
+def import_document(imp: Import, now: float, estimate: Callable[[Counter[str]], float]) -> dict[str, Any]:
+    """The contract's import document at `now`; `estimate(row_counts)` gives the seconds left."""
+    status = reported_import_status(imp, now)
+    elapsed = imp.elapsed
+    if imp.run_started_at is not None:
+        # A run whose process died counts up to its last lease renewal.
+        until = now if status in RUNNING else (imp.run_seen_at or imp.run_started_at)
+        elapsed += max(0.0, until - imp.run_started_at)
+    counts: Counter[str] = Counter()
+    for part in imp.parts:
+        counts.update(part.batch.row_counts)
+    return {
+        "import_id": imp.id,
+        "status": status,
+        "total_hospitals": imp.total,
+        "processed_hospitals": sum(counts[s] for s in EXISTING),
+        "failed_hospitals": counts[RowStatus.FAILED],
+        "processing_time_seconds": round(elapsed, 3),
+        "estimated_seconds_remaining": None if status in IMPORT_FINAL else estimate(counts),
+        "batches": [part_document(p, now) for p in imp.parts],
+        "created_at": _iso(imp.created_at),
+        "updated_at": _iso(max([imp.updated_at] + [p.batch.updated_at for p in imp.parts])),
+    }
+
+
+def part_document(part: ImportPart, now: float) -> dict[str, Any]:
+    """One batch of an import as the import document lists it."""
+    document = {**summary_document(part.batch, now), "first_row": part.first_row, "last_row": part.last_row}
+    return {key: document[key] for key in IMPORT_BATCH_FIELDS}
+
+
+def import_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """The listing's view of an import: its document without batches."""
+    return {k: v for k, v in document.items() if k != "batches"}

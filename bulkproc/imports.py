@@ -1,0 +1,263 @@
+"""Imports: a file of any size split into ordinary batches, run so that the create-rate limit is never idle.
+
+An import's runner starts its batches in file order, each on the jobs' executor like any async
+upload, and starts the next one as soon as the current one has no row left waiting for a
+limiter slot: at most one batch per import waits for the window at a time, so the limit is
+spent as soon as it frees, and an upload started meanwhile waits beside that one batch, not
+behind the whole file. Everything lives in the store, under a lease renewed like a batch's, so
+any process can report on an import, cancel it, and resume it after its runner died.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+from .csv_input import HospitalRow
+from .documents import IMPORT_FINAL, import_document, import_summary, reported_import_status, settled_status
+from .exceptions import BatchConflict, ImportNotFound
+from .jobs import Jobs
+from .logs import in_batch_context
+from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
+from .states import FINAL, RUNNING, BatchStatus, RowStatus
+from .store import Import, Row
+
+log = logging.getLogger(__name__)
+
+# Seconds the upstream spends on one creation (hospital-directory-api.md), for the estimate.
+CREATION_SECONDS = 5.0
+# How long the runner waits for a sign of life from a batch before looking at it again.
+LOOK_SECONDS = 0.5
+
+
+def split(rows: Sequence[HospitalRow], size: int) -> list[list[HospitalRow]]:
+    """The rows in file order, cut into batches of at most `size`."""
+    return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
+# -- orchestration -----------------------------------------------------------------------
+
+
+class Imports:
+    """Starts, runs, cancels, resumes and rolls back imports on top of the app's Jobs."""
+
+    def __init__(self, jobs: Jobs, *, batch_rows: int, rate: tuple[int, float] | None, concurrency: int,
+                 creation_seconds: float = CREATION_SECONDS, runners: int = 32,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.jobs, self.store = jobs, jobs.store
+        self.batch_rows, self.rate, self.concurrency = batch_rows, rate, concurrency
+        self.creation_seconds = creation_seconds
+        self._clock = clock
+        # Runners wait on their batches, so they must not take seats in the batches' pool.
+        self._runners = ThreadPoolExecutor(runners, thread_name_prefix="bulkproc-import")
+        jobs.close_with(self.close)
+
+    def close(self) -> None:
+        """Let runners notice the stop (the jobs' waits are already cut short) and join them."""
+        self._runners.shutdown(wait=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def load(self, import_id: str) -> Import:
+        """The import, or ImportNotFound."""
+        imp = self.store.load_import(import_id) if _is_uuid(import_id) else None
+        if imp is None:
+            raise ImportNotFound(import_id)
+        return imp
+
+    def document(self, import_id: str) -> dict[str, Any]:
+        """The import's document now; raises ImportNotFound."""
+        return import_document(self.load(import_id), self._clock(), self.estimate)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` imports, newest first."""
+        now = self._clock()
+        return [import_summary(import_document(i, now, self.estimate)) for i in self.store.recent_imports(limit)]
+
+    def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
+        """Every row of the import in file order, with its batch id."""
+        for part in self.load(import_id).parts:
+            batch = self.store.get_batch(part.batch.id)
+            for row in batch.rows:
+                yield batch.id, row
+
+    def estimate(self, counts: Counter[str]) -> float:
+        """Seconds until the rows not yet created could be, given the rate limit and what it has given out."""
+        waiting, in_flight = counts[RowStatus.PENDING], counts[RowStatus.IN_PROGRESS]
+        if not waiting:
+            return self.creation_seconds if in_flight else 0.0
+        if self.rate is None:
+            return math.ceil(waiting / self.concurrency) * self.creation_seconds
+        limit, window = self.rate
+        span = window * WINDOW_MARGIN + EDGE_SECONDS
+        now = self._clock()
+        used, oldest, blocked_until = self.store.create_slots_in_use(span)
+        start = max(0.0, blocked_until - now)
+        free = max(0, limit - used)
+        if waiting <= free:
+            return round(start + self.creation_seconds, 1)
+        first = max(0.0, oldest + span - now) if oldest is not None else 0.0
+        windows = math.ceil((waiting - free) / limit) - 1
+        return round(start + first + windows * span + self.creation_seconds, 1)
+
+    def watch(self, import_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
+        """The import's document now and after each change of it or its batches, or None when
+        `quiet_after` seconds pass without one; ends after the first final document."""
+        while True:
+            version = self.store.import_version(import_id)
+            document = self.document(import_id)
+            yield document
+            if document["status"] in IMPORT_FINAL:
+                return
+            started = time.monotonic()
+            self.store.wait_for_import_change(import_id, version, quiet_after)
+            if time.monotonic() - started >= quiet_after:
+                yield None
+
+    # -- starting, cancelling, resuming, rolling back ------------------------------------
+
+    def start(self, rows: Sequence[HospitalRow], *, idempotency_key: str | None = None,
+              file_sha256: str | None = None) -> tuple[str, bool]:
+        """Record a new import and its batches, owned by this process; (id, True), or an earlier
+        upload's (id, False) for a repeated idempotency key."""
+        parts = [(str(uuid.uuid4()), chunk) for chunk in split(rows, self.batch_rows)]
+        return self.store.insert_import(str(uuid.uuid4()), parts, owner=self.jobs.owner,
+                                        lease_until=self._lease_end(), idempotency_key=idempotency_key,
+                                        file_sha256=file_sha256)
+
+    def run_in_background(self, import_id: str) -> Future:
+        """Run (or resume) an import this process holds, on the runners' executor."""
+        return self._runners.submit(in_batch_context(import_id, self._run), import_id)
+
+    def cancel(self, import_id: str) -> bool:
+        """Stop a running import from starting rows; False when it is cancelled already
+        (BatchConflict when it is not running)."""
+        imp = self.load(import_id)
+        if self.store.request_import_cancel(import_id):
+            log.info("cancel requested for import %s", import_id)
+            return True
+        status = reported_import_status(imp, self._clock())
+        if status == BatchStatus.CANCELLED:
+            return False
+        raise BatchConflict(f"Import {import_id} is {status}; only a queued or processing import "
+                            "can be cancelled.")
+
+    def take_over(self, import_id: str) -> bool:
+        """Take an unfinished import, and every unfinished batch of it, for this process; False
+        when it is completed (BatchConflict when it is running or rolled back)."""
+        status = reported_import_status(self.load(import_id), self._clock())
+        if status == BatchStatus.COMPLETED:
+            return False
+        if status in RUNNING or status == BatchStatus.ROLLED_BACK:
+            raise BatchConflict(f"Import {import_id} is {status}; only a partially_failed, failed, cancelled "
+                                "or interrupted import can be resumed.")
+        if not self.store.take_import(import_id, self.jobs.owner, self._lease_end()):
+            raise BatchConflict(f"Import {import_id} is already being resumed.")
+        return True
+
+    def roll_back(self, import_id: str) -> None:
+        """Roll back every batch of an import at rest (BatchConflict while it runs)."""
+        imp = self.load(import_id)
+        if not self.store.hold_import(import_id, self.jobs.owner, self._lease_end()):
+            raise BatchConflict(f"Import {import_id} is being processed; cancel it first, or wait.")
+        try:
+            with self._leased(import_id):
+                for part in imp.parts:
+                    self.jobs.roll_back(part.batch.id)
+        finally:
+            self.store.finish_import_run(import_id, self.jobs.owner,
+                                         self._settled(import_id), 0.0)
+
+    def _lease_end(self) -> float:
+        return self._clock() + self.jobs.lease_seconds
+
+    def _settled(self, import_id: str) -> str:
+        status = settled_status(self.load(import_id).parts, self._clock())
+        # Stored, a running status would mean "held by a runner"; a batch running on its own
+        # still shows, because the status is read from the batches whenever no runner holds it.
+        return BatchStatus.PARTIALLY_FAILED if status in RUNNING else status
+
+    # -- the runner ----------------------------------------------------------------------
+
+    def _run(self, import_id: str) -> None:
+        started = self._clock()
+        self.store.start_import_run(import_id, started)
+        log.info("import running")
+        try:
+            with self._leased(import_id) as lost:
+                for future in wait(self._start_batches(import_id, lost)).done:
+                    if future.exception() is not None:  # a batch's own thread has nobody else to tell
+                        log.error("a batch stopped by an unexpected error", exc_info=future.exception())
+        except Exception:  # the task boundary: log it; the batches keep their own states
+            log.exception("import runner stopped by an unexpected error")
+        finally:
+            status = self._settled(import_id)
+            self.store.finish_import_run(import_id, self.jobs.owner, status, self._clock() - started)
+            log.info("import finished: %s", status)
+
+    def _start_batches(self, import_id: str, lost: threading.Event) -> list[Future]:
+        """Start this run's batches in order, each once the one before has no row waiting for a slot."""
+        futures: list[Future] = []
+        for part in self.load(import_id).parts:
+            if self._should_stop(part.batch.id, lost):
+                break
+            batch = self.store.get_batch(part.batch.id)
+            if batch is None or batch.status != BatchStatus.QUEUED or batch.lease_owner != self.jobs.owner:
+                continue  # finished, cancelled, or taken by a resume of its own
+            # A batch never started needs no look at the upstream; any other learns what exists first.
+            resuming = any(r.status != RowStatus.PENDING or r.attempted_at for r in batch.rows)
+            try:
+                futures.append(self.jobs.run_in_background(batch.id, resuming))
+            except RuntimeError:  # the executor is shut down: the service is stopping
+                break
+            self._wait_until_started(batch.id, lost)
+        return futures
+
+    def _wait_until_started(self, batch_id: str, lost: threading.Event) -> None:
+        """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops)."""
+        while not self._should_stop(batch_id, lost):
+            batch = self.store.get_batch(batch_id)
+            if batch.status in FINAL or (batch.status != BatchStatus.QUEUED
+                                         and all(r.status != RowStatus.PENDING for r in batch.rows)):
+                return
+            self.store.wait_for_change(batch_id, batch.version, LOOK_SECONDS)
+
+    def _should_stop(self, batch_id: str, lost: threading.Event) -> bool:
+        return self.jobs.stopping or lost.is_set() or self.store.is_cancelling(batch_id)
+
+    @contextmanager
+    def _leased(self, import_id: str) -> Iterator[threading.Event]:
+        """Renew the import's lease (and its waiting batches') every third of its length while the
+        block runs; the event yielded is set if another process took the import over."""
+        done, lost = threading.Event(), threading.Event()
+
+        def keep() -> None:
+            while not done.wait(self.jobs.lease_seconds / 3):
+                if not self.store.renew_import_lease(import_id, self.jobs.owner, self._lease_end()):
+                    log.error("lost the import's lease: another process took it over")
+                    lost.set()
+                    return
+
+        keeper = threading.Thread(target=in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}",
+                                  daemon=True)
+        keeper.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            keeper.join()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False

@@ -1,0 +1,131 @@
+"""The /hospitals/imports endpoints: parse the request, call imports, shape the response."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+
+from . import csv_input, results
+from .api import MAX_LIST_LIMIT, _csv_file, _idempotency_key, _uploaded_csv, require_token
+from .exceptions import MalformedRequest
+from .imports import Imports
+
+bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
+bp.before_request(require_token)
+
+
+def _imports() -> Imports:
+    return current_app.extensions["bulkproc.imports"]
+
+
+def _accepted(import_id: str, status: int = 202) -> Response:
+    """The import document, with where to follow it."""
+    response = jsonify(_imports().document(import_id))
+    response.status_code = status
+    response.headers["Location"] = url_for("imports.get_import", import_id=import_id)
+    return response
+
+
+@bp.post("")
+def create_import():
+    data = _uploaded_csv()
+    key = _idempotency_key()
+    rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    imports = _imports()
+    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    if new:
+        imports.run_in_background(import_id)
+    return _accepted(import_id)
+
+
+@bp.post("/validate")
+def validate_import():
+    limit = current_app.config["MAX_IMPORT_ROWS"]
+    inspection = csv_input.inspect(_uploaded_csv(), max_rows=limit)
+    listed = inspection.rows if len(inspection.rows) <= limit else []  # a file over the limit is not echoed
+    return jsonify({
+        "valid": inspection.valid,
+        "total_hospitals": len(inspection.rows),
+        "errors": [p.as_dict() for p in inspection.problems],
+        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone} for r in listed],
+    })
+
+
+@bp.get("")
+def list_imports():
+    text = request.args.get("limit", "20")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+                         [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
+    return jsonify({"imports": _imports().recent(int(text))})
+
+
+@bp.get("/<import_id>")
+def get_import(import_id: str):
+    return jsonify(_imports().document(import_id))
+
+
+@bp.post("/<import_id>/cancel")
+def cancel_import(import_id: str):
+    # Rows in flight still finish, so the import reads `cancelled` a moment after this answer.
+    _imports().cancel(import_id)
+    return jsonify(_imports().document(import_id))
+
+
+@bp.post("/<import_id>/resume")
+def resume_import(import_id: str):
+    imports = _imports()
+    if not imports.take_over(import_id):
+        return _accepted(import_id, 200)  # completed already: nothing to do
+    imports.run_in_background(import_id)
+    return _accepted(import_id)
+
+
+@bp.delete("/<import_id>")
+def roll_back_import(import_id: str):
+    _imports().roll_back(import_id)
+    return jsonify(_imports().document(import_id))
+
+
+@bp.get("/<import_id>/events")
+def import_events(import_id: str):
+    imports = _imports()
+    imports.load(import_id)  # a 404 now, before the stream starts
+    heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
+    return Response(_events(imports, import_id, heartbeat), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _events(imports: Imports, import_id: str, heartbeat: float) -> Iterator[str]:
+    """One event per change of the import or its batches, a comment every `heartbeat` seconds, and
+    the end at a final state."""
+    yield "retry: 2000\n\n"
+    sent = None
+    for document in imports.watch(import_id, heartbeat):
+        if document is None:
+            yield ": keep-alive\n\n"
+            continue
+        key = (document["updated_at"], document["status"], document["processed_hospitals"])
+        if key != sent:
+            sent = key
+            yield f"data: {json.dumps(document)}\n\n"
+
+
+# -- result files: the batches' format, every row of the import in file order ---------------
+
+
+@bp.get("/<import_id>/results.csv")
+def import_results(import_id: str):
+    imports = _imports()
+    imports.load(import_id)  # a 404 now, before the file starts
+    return _csv_file(results.results_lines(imports.rows(import_id)), f"import-{import_id}-results.csv")
+
+
+@bp.get("/<import_id>/failed.csv")
+def import_failed_rows(import_id: str):
+    imports = _imports()
+    imports.load(import_id)
+    return _csv_file(results.failed_lines(imports.rows(import_id)), f"import-{import_id}-failed.csv")

@@ -1,0 +1,250 @@
+"""One row's life upstream: post it, sort a failure, reconcile before posting again, settle, sweep.
+
+A creation is not idempotent upstream, so what a failed POST means decides what happens next:
+- never sent (no connection, 429): nothing can land; post again at once (after the back-off).
+- refused (4xx): the row fails with the directory's reason; nothing can land.
+- maybe landed (no answer, a dropped connection, 5xx): read the batch and take the row's
+  hospital if it is there. When the application did not answer, its creation may still be under
+  way: read again once it could have landed (SETTLE_FACTOR), and post again only if it did not.
+A creation slower even than that lands beside our second one: before activation, and once more
+after it, the batch is swept of hospitals no row owns (only we write into our batch ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from .directory_client import DirectoryClient, Hospital
+from .exceptions import MaybeLanded, NotSent, Refused, UpstreamError
+from .logs import in_batch_context
+from .rate_limit import DEADLINE_MESSAGE, Limiter
+from .states import EXISTING, RowStatus
+from .store import Row, Store
+
+log = logging.getLogger(__name__)
+
+# How often a batch waiting for the rate window looks whether its import was cancelled elsewhere.
+CANCEL_POLL_SECONDS = 0.25
+# A creation that has not answered within the read timeout may still land. We give it this many
+# read timeouts (plus the connect timeout it may have spent reaching the upstream) from when it
+# was sent before reading the batch and posting again: a creation is 5 s and the read timeout
+# already covers a cold start, so this is far past anything the upstream was seen to do. Slower
+# ones are the sweep's, and one landing after the last sweep is the residual risk (README).
+SETTLE_FACTOR = 3
+STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
+
+
+class Tally:
+    """A thread-safe running count, for figures a metrics endpoint can export."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        """Count `n` more."""
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        """The count so far, in this process."""
+        return self._value
+
+
+# Late duplicates of our own creations deleted upstream by this process.
+duplicates_removed = Tally("duplicates_removed")
+
+
+class _Stopped(Exception):
+    """The service is shutting down while a row waits; it stays pending."""
+
+
+def matches(row: Row, hospital: Hospital) -> bool:
+    """Whether the hospital carries the row's data."""
+    return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
+
+
+def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
+    """Pair rows with the batch's hospitals upstream, each hospital to one row, a row's recorded
+    hospital first; (pairs, unmatched rows)."""
+    by_id = {h.id: h for h in listing}
+    found = {r: by_id[r.hospital_id] for r in rows if r.hospital_id in by_id and matches(r, by_id[r.hospital_id])}
+    for row in rows:
+        if row not in found:
+            taken = set(found.values())
+            hospital = next((h for h in listing if h not in taken and matches(row, h)), None)
+            if hospital is not None:
+                found[row] = hospital
+    return found, [r for r in rows if r not in found]
+
+
+class RowCreator:
+    """Creates rows upstream at most once each; the only taker of create-rate slots."""
+
+    def __init__(self, store: Store, client: DirectoryClient, limiter: Limiter, executor: ThreadPoolExecutor, *,
+                 stopping: threading.Event, settle_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.client, self.limiter = store, client, limiter
+        self._executor, self._stopping = executor, stopping
+        # How long after it was sent a creation may still land upstream.
+        self.settle_seconds = settle_seconds
+        self._clock = clock
+
+    # -- many rows -------------------------------------------------------------------------
+
+    def create(self, batch_id: str, rows: list[Row], deadline: float) -> None:
+        """Create the rows concurrently and return when every one has an outcome.
+
+        Slots are taken here, as many at a time as the limit allows, and only rows holding one go
+        to the executor: a row waiting for the window keeps no seat from rows that could go now,
+        and it reads `pending` meanwhile.
+        """
+        work = in_batch_context(batch_id, self._create_row)
+        futures, waiting = [], list(rows)
+        while waiting and not self.store.is_cancelling(batch_id):
+            taken, wait_seconds = self.limiter.take(len(waiting))
+            going, waiting = waiting[:taken], waiting[taken:]
+            if going:
+                if not self.store.start_rows(batch_id, [r.row for r in going], self._clock()):
+                    break  # its import was cancelled between the look and the slots
+                futures += [self._executor.submit(work, batch_id, row, deadline) for row in going]
+            if waiting and time.monotonic() + wait_seconds >= deadline:
+                self.store.mark_rows_failed(batch_id, [r.row for r in waiting],
+                                            f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
+                break
+            if waiting and self._pause(batch_id, wait_seconds):
+                if self._stopping.is_set():
+                    log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+                    self.store.mark_rows_pending(batch_id, [r.row for r in waiting], STOPPED_ROW)
+                break
+        if self.store.is_cancelling(batch_id):
+            log.info("import cancelled: rows not started read cancelled; rows in flight finish")
+            self.store.cancel_pending_rows(batch_id)
+        wait(futures)
+
+    def _pause(self, batch_id: str, seconds: float) -> bool:
+        """Wait `seconds` for the rate window; True when waiting should stop instead: shutting
+        down, or the batch's import cancelled (from any process)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self._stopping.wait(min(left, CANCEL_POLL_SECONDS)) or self.store.is_cancelling(batch_id):
+                return True
+        return False
+
+    def reconcile(self, batch_id: str, deadline: float) -> list[Row]:
+        """On resume: record the rows that exist upstream and return the others, reset to pending.
+
+        A creation sent just before its process died may still be on its way: the upstream shows a
+        hospital only once its work is over. Rows whose last attempt may have reached the upstream
+        are given time to land first; rows whose attempts never did are known to be absent and wait
+        for nothing. [] when shutdown interrupts the wait (the batch stays resumable as it was).
+        """
+        rows = self.store.get_batch(batch_id).rows
+        found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+        settled_at = max((r.attempted_at + self.settle_seconds for r in todo if r.attempted_at is not None),
+                         default=0.0)
+        if settled_at > self._clock():
+            log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
+            if self._stopping.wait(settled_at - self._clock()):
+                return []
+            found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+        for row, hospital in found.items():
+            if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
+                self.store.record_created(batch_id, row.row, hospital.id)
+        if todo:
+            self.store.mark_rows_pending(batch_id, [r.row for r in todo])
+        log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
+        return todo
+
+    def sweep(self, batch_id: str, deadline: float | None = None) -> int:
+        """Delete the batch's hospitals upstream that no row owns (late duplicates); return how many."""
+        owned = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.status in EXISTING}
+        extra = [h for h in self.client.list_batch(batch_id, deadline) if h.id not in owned]
+        removed = sum(self.client.delete_hospital(h.id, deadline) for h in extra)
+        if extra:
+            log.warning("duplicates_removed=%d: late duplicates of our own retries deleted (ids %s)",
+                        removed, ", ".join(str(h.id) for h in extra))
+            duplicates_removed.add(removed)
+        return removed
+
+    # -- one row ---------------------------------------------------------------------------
+
+    def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
+        """Create one row upstream and record its outcome; a row's failure is data, never raised."""
+        try:
+            hospital = self.post(batch_id, row, deadline)
+        except Refused as exc:
+            log.warning("row %d refused: %s", row.row, exc)
+            # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
+            self.store.record_row_failed(batch_id, row.row, str(exc), may_have_landed=False)
+        except _Stopped:
+            log.warning("row %d left pending: shutting down", row.row)
+            self.store.mark_rows_pending(batch_id, [row.row], STOPPED_ROW)
+        except UpstreamError as exc:
+            log.warning("row %d failed: %s", row.row, exc)
+            self.store.record_row_failed(batch_id, row.row, str(exc))
+        except Exception as exc:  # the task boundary: nothing may escape a worker thread unrecorded
+            log.exception("row %d failed unexpectedly", row.row)
+            self.store.record_row_failed(batch_id, row.row,
+                                         f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
+        else:
+            self.store.record_created(batch_id, row.row, hospital.id)
+
+    def post(self, batch_id: str, row: Row, deadline: float | None = None) -> Hospital:
+        """Post the row until it exists upstream, at most once; its first slot is already taken.
+
+        Raises Refused or GaveUp.
+        """
+        attempts = self.client.attempts(f"creating row {row.row}", deadline)
+        first = True
+        while True:
+            sent_at = self._clock()
+            if not first:
+                self.limiter.acquire(deadline)
+                sent_at = self._clock()
+                self.store.mark_rows_in_flight(batch_id, [row.row], sent_at)
+            first = False
+            try:
+                return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
+            except NotSent as exc:
+                self.store.mark_row_unsent(batch_id, row.row)
+                if exc.unreachable:
+                    self.limiter.give_back()  # no connection: the upstream never counted it
+                # A shared limiter holds every creation back after a 429; without one, we wait here.
+                attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
+            except MaybeLanded as exc:
+                found = self._landed(batch_id, row, exc, sent_at, deadline)
+                if found is not None:
+                    log.info("row %d was created by an attempt whose answer was lost (%s)", row.row, exc)
+                    return found
+                attempts.wait_after(exc)
+
+    def _landed(self, batch_id: str, row: Row, failure: MaybeLanded, sent_at: float,
+                deadline: float | None) -> Hospital | None:
+        """The row's hospital if the failed attempt created it, read once it could have landed."""
+        found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+        if found is not None or failure.answered:
+            return found
+        settled_at = sent_at + self.settle_seconds
+        if settled_at > self._clock():
+            log.info("row %d: waiting %.1f s for a creation that may still land", row.row, settled_at - self._clock())
+            if self._stopping.wait(settled_at - self._clock()):
+                raise _Stopped
+            found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+        return found
+
+    def _find(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
+        """This row's hospital in the listing: same name, address and phone, not claimed by another row."""
+        claimed = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.row != row.row and r.hospital_id}
+        return min((h for h in listing if h.id not in claimed and matches(row, h)), key=lambda h: h.id, default=None)
+
+
+def unfinished(rows: list[Row]) -> list[int]:
+    """The rows neither created, failed nor cancelled."""
+    return [r.row for r in rows if r.status not in EXISTING | {RowStatus.FAILED, RowStatus.CANCELLED}]

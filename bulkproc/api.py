@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input
-from .errors import BadRequest, CsvRefused, Unauthorized
+from .auth import require_token
+from .errors import BadRequest, CsvRefused
 from .jobs import Jobs
 from .store import IdempotencyMismatch
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
+bp.before_request(require_token)
 
 MAX_LIST_LIMIT = 100
 
 
 def _jobs() -> Jobs:
     return current_app.extensions["bulkproc"]
-
-
-@bp.before_request
-def require_token() -> None:
-    token = current_app.config.get("API_TOKEN")
-    if not token or request.method not in ("POST", "DELETE"):
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("Send the API token as 'Authorization: Bearer <token>'.")
 
 
 def _uploaded_csv() -> bytes:

@@ -48,6 +48,13 @@ class UpstreamUnavailable(ApiError):
     status = 502
 
 
+# Headers that go with a status: how to authenticate (RFC 6750), when to come back.
+HEADERS: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": 'Bearer realm="bulkproc"'},
+    503: {"Retry-After": "5"},
+}
+
+
 def error_body(message: str, details: list[dict] | None = None) -> dict:
     """The contract's error document."""
     return {"error": message, "details": details or []}
@@ -68,7 +75,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return jsonify(error_body(exc.message, exc.details)), exc.status
+        return jsonify(error_body(exc.message, exc.details)), exc.status, HEADERS.get(exc.status, {})
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -12,6 +12,7 @@ from .directory_client import DirectoryClient
 from .jobs import Jobs
 from .rate_limit import RateLimiter
 from .store import Store
+from .streams import StreamSlots
 
 __all__ = ["create_app"]
 
@@ -38,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         store, client, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
         settle_seconds=app.config["READ_TIMEOUT"])
+    app.extensions["bulkproc.streams"] = StreamSlots(app.config["MAX_STREAMS"])
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

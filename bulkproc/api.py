@@ -12,6 +12,7 @@ from . import csv_input
 from .auth import require_token
 from .errors import BadRequest, CsvRefused
 from .jobs import Jobs
+from .streams import event_response
 from .store import IdempotencyMismatch
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
@@ -145,8 +146,7 @@ def batch_events(batch_id: str):
     jobs = _jobs()
     jobs.load(batch_id)  # a 404 now, before the stream starts
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
-    return Response(_events(jobs, batch_id, heartbeat), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_response(_events(jobs, batch_id, heartbeat))
 
 
 def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:

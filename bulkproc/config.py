@@ -54,6 +54,13 @@ def _database_url(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 def _token(text: str) -> str | None:
     return text or None
 
@@ -72,6 +79,7 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_MAX_ATTEMPTS": ("5", _positive_int, "a whole number of at least 1"),
     "BULKPROC_LEASE_SECONDS": ("10", _positive_float, "a number of seconds above 0"),
     "BULKPROC_API_TOKEN": ("", _token, "any text"),
+    "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),

@@ -48,6 +48,10 @@ class UpstreamUnavailable(ApiError):
     status = 502
 
 
+class TooManyStreams(ApiError):
+    status = 503
+
+
 # Headers that go with a status: how to authenticate (RFC 6750), when to come back.
 HEADERS: dict[int, dict[str, str]] = {
     401: {"WWW-Authenticate": 'Bearer realm="bulkproc"'},

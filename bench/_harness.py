@@ -10,7 +10,6 @@ import math
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,22 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests import support  # noqa: E402  (the shared test helpers: one CSV generator for both)
+
 GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = support.free_port
 
 
 def hospitals_csv(count: int, prefix: str = "Hospital") -> bytes:
     """A valid CSV of `count` hospitals with a header; `prefix` keeps uploads apart."""
-    lines = ["name,address,phone"]
-    for n in range(1, count + 1):
-        lines.append(f'{prefix} {n},"{n} Main St, Springfield",555-010-{n:04d}')
-    return ("\n".join(lines) + "\n").encode()
+    return support.hospitals_csv(count, prefix=prefix).encode()
 
 
 def upload(session: requests.Session, base_url: str, csv_bytes: bytes, *, asynchronous: bool = False,

@@ -10,7 +10,7 @@ from flask import Flask
 from . import api, config, errors, logs, pages
 from .directory_client import DirectoryClient
 from .jobs import Jobs
-from .rate_limit import RateLimiter
+from .rate_limit import NoLimiter, RateLimiter
 from .store import Store
 from .streams import StreamSlots
 
@@ -33,10 +33,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],
         pool_size=app.config["CONCURRENCY"] + 4, backoff=app.config["BACKOFF_SECONDS"],
         rate_limit_pause=app.config["RATE_LIMIT_PAUSE"])
-    if app.config["CREATE_RATE"]:
-        client.limiter = RateLimiter(store, *app.config["CREATE_RATE"])
+    limiter = RateLimiter(store, *app.config["CREATE_RATE"]) if app.config["CREATE_RATE"] else NoLimiter()
     app.extensions["bulkproc"] = Jobs(
-        store, client, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
+        store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
         settle_seconds=app.config["READ_TIMEOUT"])
     app.extensions["bulkproc.streams"] = StreamSlots(app.config["MAX_STREAMS"])

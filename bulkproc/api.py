@@ -10,10 +10,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input
 from .auth import require_token
-from .errors import BadRequest, CsvRefused
+from .exceptions import MalformedRequest
 from .jobs import Jobs
 from .streams import event_response
-from .store import IdempotencyMismatch
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
 bp.before_request(require_token)
@@ -26,23 +25,16 @@ def _jobs() -> Jobs:
 
 
 def _uploaded_csv() -> bytes:
-    """The bytes of the `file` part of a multipart request, or BadRequest."""
+    """The bytes of the `file` part of a multipart request, or MalformedRequest."""
     if request.mimetype != "multipart/form-data":
-        raise BadRequest("Send the CSV as multipart/form-data in a field named 'file' "
+        raise MalformedRequest("Send the CSV as multipart/form-data in a field named 'file' "
                          "(curl -F file=@hospitals.csv).")
     upload = request.files.get("file")
     if upload is None:
-        raise BadRequest("The request has no 'file' part; send the CSV in a field named 'file'.")
+        raise MalformedRequest("The request has no 'file' part; send the CSV in a field named 'file'.")
     if not upload.filename:
-        raise BadRequest("The 'file' part has no file name; choose a CSV file to upload.")
+        raise MalformedRequest("The 'file' part has no file name; choose a CSV file to upload.")
     return upload.read()
-
-
-def _parse(data: bytes) -> list[csv_input.HospitalRow]:
-    try:
-        return csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
-    except csv_input.CsvRejected as exc:
-        raise CsvRefused(exc.message, exc.details) from None
 
 
 def _idempotency_key() -> str | None:
@@ -50,7 +42,7 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 200 or not key.isprintable():
-        raise BadRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
+        raise MalformedRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
     return key
 
 
@@ -78,13 +70,9 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = _uploaded_csv()
     key = _idempotency_key()
-    rows = _parse(data)
+    rows = csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
     jobs = _jobs()
-    try:
-        batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
-    except IdempotencyMismatch:
-        raise CsvRefused("This Idempotency-Key was already used with a different file; "
-                         "use a new key for a new upload.") from None
+    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if _wants_async():
         if new:
             jobs.run_in_background(batch_id)
@@ -113,7 +101,7 @@ def validate_batch():
 def list_batches():
     text = request.args.get("limit", "20")
     if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
                          [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
     return jsonify({"batches": _jobs().recent(int(text))})
 

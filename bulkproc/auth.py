@@ -7,7 +7,7 @@ import hmac
 
 from flask import current_app, request
 
-from .errors import Unauthorized as TokenRequired
+from .exceptions import TokenRequired
 
 __all__ = ["require_token", "token_matches"]
 

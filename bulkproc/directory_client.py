@@ -1,10 +1,11 @@
-"""The upstream Hospital Directory API: one method per endpoint, with timeouts, retries and typed errors.
+"""The upstream Hospital Directory API: one method per endpoint, with timeouts, paced retries and typed errors.
 
-Every failure is sorted by what it tells us about the upstream's state:
-- not sent (connection never established, 429): nothing happened upstream; send again.
-- maybe landed (read timeout, connection dropped after sending, 5xx): the call may have taken
-  effect; for a creation, read the batch before posting again.
-- refused (any other 4xx): final; the upstream's message says why.
+Every failed exchange is sorted by what it tells us about the upstream's state (exceptions.py):
+- NotSent (connection never established, 429): nothing happened upstream; send again.
+- MaybeLanded (no answer, connection dropped after sending, 5xx): the call may have taken
+  effect; for a creation, read the batch before posting again (rows.py decides).
+- Refused (any other 4xx): final; the upstream's message says why.
+Idempotent calls retry here; a creation is one POST, retried by its caller.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, NameResolutionError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from .exceptions import GaveUp, MaybeLanded, NotSent, Refused, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -27,38 +30,12 @@ log = logging.getLogger(__name__)
 # this means it is awake, and no wake-up call is needed.
 AWAKE_SECONDS = 600.0
 # Render's edge answers these while the instance wakes or is overloaded. A 504 can come after the
-# app did the work, so for creations they are "maybe landed": we read the batch before re-posting.
+# app did the work, so for creations they are "maybe landed": the batch is read before re-posting.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
+# While the directory is unreachable it is tried again at least this often, so a batch goes on
+# within seconds of its return.
+OUTAGE_RETRY_SECONDS = 5.0
 ALREADY_ACTIVE = "already active"
-
-
-class UpstreamError(Exception):
-    """The upstream could not do what was asked; `str()` is a sentence for the row's `error`."""
-
-
-class Refused(UpstreamError):
-    """The upstream answered a final 4xx."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"The directory refused it ({status}): {message}")
-        self.status = status
-        self.message = message
-
-
-class GaveUp(UpstreamError):
-    """Every attempt failed in a retryable way, or the deadline passed."""
-
-
-class _NotSent(Exception):
-    """The request never reached the upstream's handler; sending it again is safe."""
-
-    def __init__(self, reason: str, rate_limited: bool = False) -> None:
-        super().__init__(reason)
-        self.rate_limited = rate_limited
-
-
-class _MaybeLanded(Exception):
-    """The request may have taken effect upstream."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +48,8 @@ class Hospital:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Hospital:
+        """A Hospital from the upstream's JSON."""
         return cls(data["id"], data["name"], data["address"], data.get("phone"), bool(data.get("active")))
-
-
-class NoLimiter:
-    """The limiter to use when creations are not rate-limited on our side."""
-
-    def take(self, wanted: int) -> tuple[int, float]:
-        return wanted, 0.0
-
-    def acquire(self, deadline: float | None = None) -> None:
-        return None
-
-    def back_off(self) -> bool:
-        return False  # nobody holds creations back: the client waits itself
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
@@ -108,19 +73,63 @@ def _message(response: requests.Response) -> str:
     return str(detail)
 
 
+class Attempts:
+    """The pacing of one call's tries: back-off with full jitter, at most `max_attempts` ordinary
+    failures, and an unreachable directory waited out for the outage grace; raises GaveUp."""
+
+    def __init__(self, client: DirectoryClient, what: str, deadline: float | None) -> None:
+        self._client, self.what, self.deadline = client, what, deadline
+        self.failures = 0
+        self._outage_since: float | None = None
+        self._outage_tries = 0
+
+    def wait_after(self, failure: NotSent | MaybeLanded, *, hold: bool | None = None) -> None:
+        """Pause before the next try after `failure`; GaveUp when no try is left.
+
+        `hold` (default: the failure was a 429) makes the pause at least half the upstream's rate
+        window: it sends no Retry-After, and a shorter wait would only spend the remaining tries
+        inside the same window.
+        """
+        client = self._client
+        if getattr(failure, "unreachable", False) and client.outage_grace > 0:
+            tries, cap = self._outage(failure), OUTAGE_RETRY_SECONDS
+        else:
+            self._outage_since = None
+            self.failures += 1
+            if self.failures >= client.max_attempts:
+                raise GaveUp(f"{self.what}: gave up after {client.tries}; last: {failure}")
+            tries, cap = self.failures, client.backoff_cap
+        delay = client.jitter() * min(cap, client.backoff * 2 ** (tries - 1))
+        if getattr(failure, "rate_limited", False) if hold is None else hold:
+            delay = max(delay, client.rate_limit_pause * (1 + client.jitter()) / 2)
+        if self.deadline is not None and client.clock() + delay >= self.deadline:
+            raise GaveUp("the batch's deadline passed before the directory answered")
+        client.sleep(delay)
+
+    def _outage(self, failure: UpstreamError) -> int:
+        now = self._client.clock()
+        if self._outage_since is None:
+            self._outage_since = now
+        if now - self._outage_since >= self._client.outage_grace:
+            raise GaveUp(f"{self.what}: the directory stayed unreachable for "
+                         f"{now - self._outage_since:.0f} s; last: {failure}")
+        self._outage_tries += 1
+        return self._outage_tries
+
+
 class DirectoryClient:
-    """The upstream's endpoints, each with connect/read timeouts and deliberate retries."""
+    """The upstream's endpoints, each with connect/read timeouts; idempotent ones retried on purpose."""
 
     def __init__(self, base_url: str, *, connect_timeout: float = 5.0, read_timeout: float = 90.0,
                  max_attempts: int = 5, pool_size: int = 20, backoff: float = 0.5, backoff_cap: float = 30.0,
-                 rate_limit_pause: float = 60.0, limiter: Any = None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random) -> None:
+                 rate_limit_pause: float = 60.0, outage_grace: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
-        self.max_attempts = max_attempts
-        self.limiter = limiter or NoLimiter()
-        self._backoff, self._backoff_cap, self._rate_limit_pause = backoff, backoff_cap, rate_limit_pause
-        self._sleep, self._clock, self._jitter = sleep, clock, jitter
+        self.max_attempts, self.outage_grace = max_attempts, outage_grace
+        self.backoff, self.backoff_cap, self.rate_limit_pause = backoff, backoff_cap, rate_limit_pause
+        self.sleep, self.clock, self.jitter = sleep, clock, jitter
         self._pool_size = pool_size
         self._last_answer: float | None = None
         self._local = threading.local()
@@ -145,68 +154,68 @@ class DirectoryClient:
         return session
 
     @property
-    def _tries(self) -> str:
+    def tries(self) -> str:
+        """`max_attempts` in words, for error messages."""
         return "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
 
     def close(self) -> None:
+        """Close every thread's connections."""
         with self._sessions_lock:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
 
+    def attempts(self, what: str, deadline: float | None = None) -> Attempts:
+        """A fresh pacing of tries for one call (`what` names it in errors)."""
+        return Attempts(self, what, deadline)
+
     def _send(self, method: str, path: str, *, timeout: tuple[float, float] | None = None,
               **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, with transport failures sorted into _NotSent and _MaybeLanded."""
+        """One HTTP exchange, with failures sorted into NotSent and MaybeLanded (and logged)."""
+        try:
+            return self._exchange(method, path, timeout=timeout, **kwargs)
+        except (NotSent, MaybeLanded) as exc:
+            log.warning("%s %s: %s", method, path, exc)
+            raise
+
+    def _exchange(self, method: str, path: str, *, timeout: tuple[float, float] | None = None,
+                  **kwargs: Any) -> requests.Response:
         try:
             response = self._session.request(method, self.base_url + path, timeout=timeout or self.timeout,
                                              allow_redirects=False, **kwargs)
         except requests.ConnectionError as exc:
             if _never_connected(exc):
-                raise _NotSent(f"could not connect to the directory ({type(exc).__name__})") from exc
-            raise _MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
+                raise NotSent(f"could not connect to the directory ({type(exc).__name__})",
+                              unreachable=True) from exc
+            raise MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
         except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _MaybeLanded(f"the directory did not answer in time ({type(exc).__name__})") from exc
+            raise MaybeLanded(f"the directory did not answer in time ({type(exc).__name__})") from exc
         if response.status_code < 500:
-            self._last_answer = self._clock()
+            self._last_answer = self.clock()
         if response.status_code == 429:
-            raise _NotSent("the directory's rate limit was hit (429)", rate_limited=True)
+            raise NotSent("the directory's rate limit was hit (429)", rate_limited=True)
         if response.status_code >= 500:
-            raise _MaybeLanded(f"the directory answered {response.status_code}")
+            raise MaybeLanded(f"the directory answered {response.status_code}",
+                              unreachable=response.status_code in GATEWAY_STATUSES,
+                              answered=response.status_code not in GATEWAY_STATUSES)
         return response
-
-    def _pause(self, attempt: int, deadline: float | None, rate_limited: bool = False) -> None:
-        """Exponential back-off with full jitter; GaveUp when it would pass the deadline.
-
-        After a 429 the wait is at least half the upstream's window: it sends no Retry-After, and
-        a shorter wait would only spend the remaining attempts inside the same window.
-        """
-        delay = self._jitter() * min(self._backoff_cap, self._backoff * 2 ** attempt)
-        if rate_limited:
-            delay = max(delay, self._rate_limit_pause * (1 + self._jitter()) / 2)
-        if deadline is not None and self._clock() + delay >= deadline:
-            raise GaveUp("the batch's deadline passed before the directory answered")
-        self._sleep(delay)
 
     def _retrying(self, what: str, call: Callable[[], requests.Response],
                   deadline: float | None = None) -> requests.Response:
-        """Run an idempotent call until it answers below 500, backing off between attempts."""
-        last, rate_limited = "", False
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self._pause(attempt - 1, deadline, rate_limited)
+        """Run an idempotent call until it answers below 500, pacing the tries."""
+        attempts = self.attempts(what, deadline)
+        while True:
             try:
                 return call()
-            except (_NotSent, _MaybeLanded) as exc:
-                last, rate_limited = str(exc), getattr(exc, "rate_limited", False)
-                log.warning("%s: attempt %d of %d failed: %s", what, attempt + 1, self.max_attempts, last)
-        raise GaveUp(f"{what} failed {self._tries}; last: {last}")
+            except (NotSent, MaybeLanded) as exc:
+                attempts.wait_after(exc)
 
     # -- endpoints -----------------------------------------------------------------------
 
     def wake(self, timeout: float) -> None:
         """Call `GET /` with a long read timeout, so a sleeping instance is up before the fan-out;
         nothing to do when the directory answered within the last AWAKE_SECONDS."""
-        if self._last_answer is not None and self._clock() - self._last_answer < AWAKE_SECONDS:
+        if self._last_answer is not None and self.clock() - self._last_answer < AWAKE_SECONDS:
             return
         self._retrying("waking the directory",
                        lambda: self._send("GET", "/", timeout=(self.timeout[0], timeout)))
@@ -221,44 +230,9 @@ class DirectoryClient:
             raise Refused(response.status_code, _message(response))
         return [Hospital.from_json(h) for h in response.json()]
 
-    def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None, *,
-                        find_existing: Callable[[list[Hospital]], Hospital | None],
-                        before_post: Callable[[], None] = lambda: None,
-                        deadline: float | None = None, slot_taken: bool = False) -> Hospital:
-        """Create one hospital in the batch, at most once, and return it.
-
-        `find_existing(listing)` picks this row's hospital from the batch's listing; it is asked
-        after any failure that may have created it, before posting again. Every POST first takes
-        a limiter slot, then runs `before_post`; with `slot_taken` the caller has done both for
-        the first one. Raises Refused or GaveUp.
-        """
+    def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None) -> Hospital:
+        """POST one hospital into the batch, once; raises NotSent, MaybeLanded or Refused."""
         body = {"name": name, "address": address, "phone": phone, "creation_batch_id": batch_id}
-        last, rate_limited = "", False
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self._pause(attempt - 1, deadline, rate_limited)
-            if attempt or not slot_taken:
-                self.limiter.acquire(deadline)
-                before_post()
-            try:
-                return self._post_hospital(body)
-            except _NotSent as exc:
-                last = str(exc)
-                # A shared limiter holds every creation back after a 429; without one, we wait here.
-                rate_limited = exc.rate_limited and not self.limiter.back_off()
-            except _MaybeLanded as exc:
-                rate_limited = False
-                last = str(exc)
-                found = find_existing(self.list_batch(batch_id, deadline))
-                if found is not None:
-                    log.info("batch %s: %r was created by an attempt whose answer was lost (%s)",
-                             batch_id, name, last)
-                    return found
-            log.warning("batch %s: creating %r, attempt %d of %d: %s",
-                        batch_id, name, attempt + 1, self.max_attempts, last)
-        raise GaveUp(f"gave up after {self._tries}; last: {last}")
-
-    def _post_hospital(self, body: dict[str, Any]) -> Hospital:
         response = self._send("POST", "/hospitals/", json=body)
         if response.status_code == 200:
             return Hospital.from_json(response.json())
@@ -269,23 +243,21 @@ class DirectoryClient:
 
         Raises Refused when the upstream will not activate it, GaveUp when it cannot be reached.
         """
-        last, rate_limited = "", False
-        for attempt in range(self.max_attempts):
-            if attempt:
-                self._pause(attempt - 1, deadline, rate_limited)
+        attempts = self.attempts("activation", deadline)
+        while True:
             try:
                 response = self._send("PATCH", f"/hospitals/batch/{batch_id}/activate")
-            except _NotSent as exc:
-                last, rate_limited = str(exc), exc.rate_limited
+            except NotSent as exc:
+                attempts.wait_after(exc)
                 continue
-            except _MaybeLanded as exc:
-                last, rate_limited = str(exc), False
+            except MaybeLanded as exc:
+                failure: NotSent | MaybeLanded = exc
             else:
                 if response.status_code == 200:
                     return
                 if response.status_code != 400 or ALREADY_ACTIVE not in _message(response):
                     raise Refused(response.status_code, _message(response))
-                last = _message(response)
+                failure = MaybeLanded(_message(response))
             # Activation is one-shot: only the batch itself can tell whether a lost answer, or a
             # "400 already active", means our own earlier attempt did the job.
             listing = self.list_batch(batch_id, deadline)
@@ -293,7 +265,17 @@ class DirectoryClient:
                 return
             if any(h.active for h in listing):
                 raise Refused(400, "part of the batch is active and the rest can never be activated")
-        raise GaveUp(f"activation gave up after {self._tries}; last: {last}")
+            attempts.wait_after(failure)
+
+    def delete_hospital(self, hospital_id: int, deadline: float | None = None) -> bool:
+        """Delete one hospital upstream; False when it was already gone (404)."""
+        response = self._retrying(f"deleting hospital {hospital_id}",
+                                  lambda: self._send("DELETE", f"/hospitals/{hospital_id}"), deadline)
+        if response.status_code == 404:
+            return False
+        if response.status_code not in (200, 204):
+            raise Refused(response.status_code, _message(response))
+        return True
 
     def delete_batch(self, batch_id: str, deadline: float | None = None) -> int:
         """Delete every hospital of the batch upstream; return how many went (0 when none were left)."""

@@ -1,4 +1,4 @@
-"""The ApiError family and the handlers that render every failure as one JSON shape."""
+"""The one table from domain exceptions to HTTP statuses, and the handlers that render every failure as JSON."""
 
 from __future__ import annotations
 
@@ -7,50 +7,24 @@ import logging
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from .csv_input import CsvRejected
+from .exceptions import (
+    BatchConflict, BatchNotFound, IdempotencyMismatch, MalformedRequest, TokenRequired, TooManyStreams,
+    UpstreamUnavailable,
+)
+
 log = logging.getLogger(__name__)
 
-
-class ApiError(Exception):
-    """A failure the client should see: a status, one sentence, and optional details."""
-
-    status = 400
-
-    def __init__(self, message: str, details: list[dict] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or []
-
-
-class BadRequest(ApiError):
-    status = 400
-
-
-class Unauthorized(ApiError):
-    status = 401
-
-
-class BatchNotFound(ApiError):
-    status = 404
-
-    def __init__(self, batch_id: str) -> None:
-        super().__init__(f"No batch with id {batch_id!r}.")
-
-
-class BatchConflict(ApiError):
-    status = 409
-
-
-class CsvRefused(ApiError):
-    status = 422
-
-
-class UpstreamUnavailable(ApiError):
-    status = 502
-
-
-class TooManyStreams(ApiError):
-    status = 503
-
+STATUSES: dict[type[Exception], int] = {
+    MalformedRequest: 400,
+    TokenRequired: 401,
+    BatchNotFound: 404,
+    BatchConflict: 409,
+    CsvRejected: 422,
+    IdempotencyMismatch: 422,
+    UpstreamUnavailable: 502,
+    TooManyStreams: 503,
+}
 
 # Headers that go with a status: how to authenticate (RFC 6750), when to come back.
 HEADERS: dict[int, dict[str, str]] = {
@@ -77,9 +51,12 @@ def _http_message(exc: HTTPException) -> str:
 def register(app: Flask) -> None:
     """Install handlers so that every error, expected or not, answers JSON without internals."""
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
-        return jsonify(error_body(exc.message, exc.details)), exc.status, HEADERS.get(exc.status, {})
+    def domain_error(exc: MalformedRequest | CsvRejected):
+        status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
+        return jsonify(error_body(exc.message, exc.details)), status, HEADERS.get(status, {})
+
+    for exception in STATUSES:
+        app.register_error_handler(exception, domain_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

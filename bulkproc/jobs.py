@@ -1,4 +1,4 @@
-"""Orchestration: start a batch, create its rows on the shared executor, activate, resume, roll back.
+"""Orchestration: start a batch, have its rows created, activate, resume, roll back.
 
 Every state change goes through the Store before the next upstream call, so any process can
 report on a batch, and a batch whose process died can be finished by another.
@@ -6,7 +6,6 @@ report on a batch, and a batch whose process died can be finished by another.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import socket
@@ -14,112 +13,41 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .csv_input import HospitalRow
-from .directory_client import DirectoryClient, Hospital, Refused, UpstreamError
-from .errors import BatchConflict, BatchNotFound, UpstreamUnavailable
-from .rate_limit import DEADLINE_MESSAGE
-from .states import EXISTING, FINAL, RESUMABLE, RUNNING, BatchStatus, RowStatus
-from .store import Batch, Row, Store
+from .directory_client import DirectoryClient
+from .documents import batch_document, reported_status, summary_document
+from .exceptions import BatchConflict, BatchNotFound, UpstreamError, UpstreamUnavailable
+from .logs import in_batch_context
+from .rate_limit import Limiter, NoLimiter
+from .rows import RowCreator, unfinished
+from .states import EXISTING, FINAL, RESUMABLE, BatchStatus
+from .store import Batch, Store
 
 log = logging.getLogger(__name__)
-
-# The batch id of the work at hand, for every log line (see logs.py).
-current_batch: contextvars.ContextVar[str] = contextvars.ContextVar("current_batch", default="-")
-
-
-def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict[str, Any]:
-    """The contract's status document for a batch as it stands at `now` (wall-clock seconds)."""
-    status = reported_status(batch, now)
-    elapsed = batch.elapsed
-    if batch.run_started_at is not None and status in RUNNING:
-        elapsed += max(0.0, now - batch.run_started_at)
-    document: dict[str, Any] = {
-        "batch_id": batch.id,
-        "status": status,
-        "total_hospitals": batch.total,
-        "processed_hospitals": sum(batch.row_counts.get(s, 0) for s in EXISTING),
-        "failed_hospitals": batch.row_counts.get(RowStatus.FAILED, 0),
-        "processing_time_seconds": round(elapsed, 3),
-        "batch_activated": batch.activated,
-        "error": batch.error,
-        "hospitals": [row_document(r) for r in batch.rows],
-    }
-    if timestamps:
-        document["created_at"] = _iso(batch.created_at)
-        document["updated_at"] = _iso(batch.updated_at)
-    return document
-
-
-def summary_document(batch: Batch, now: float) -> dict[str, Any]:
-    """The listing's view of a batch: its document without rows."""
-    document = batch_document(batch, now)
-    del document["hospitals"]
-    return document
-
-
-def row_document(row: Row) -> dict[str, Any]:
-    return {"row": row.row, "hospital_id": row.hospital_id, "name": row.name,
-            "status": row.status, "error": row.error}
-
-
-def reported_status(batch: Batch, now: float) -> str:
-    """The batch's status, reading `interrupted` when its owner stopped renewing the lease."""
-    if batch.status in RUNNING and (batch.lease_expires or 0) < now:
-        return BatchStatus.INTERRUPTED
-    return batch.status
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
-
-
-def _matches(row: Row, hospital: Hospital) -> bool:
-    return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
-
-
-def _match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
-    """Pair rows with the batch's hospitals upstream, each hospital to one row; (pairs, unmatched rows)."""
-    found: dict[Row, Hospital] = {}
-    for row in rows:
-        hospital = next((h for h in listing if h not in found.values() and _matches(row, h)), None)
-        if hospital is not None:
-            found[row] = hospital
-    return found, [r for r in rows if r not in found]
-
-
-def _in_batch_context(batch_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap `fn` so that it runs, in any thread, with the batch id in the logging context."""
-    def run(*args: Any) -> Any:
-        token = current_batch.set(batch_id)
-        try:
-            return fn(*args)
-        finally:
-            current_batch.reset(token)
-    return run
 
 
 class Jobs:
     """Runs batches: one process-wide executor for row creations, shared by every upload."""
 
-    def __init__(self, store: Store, client: DirectoryClient, *, concurrency: int = 20,
-                 lease_seconds: float = 10.0, batch_deadline: float = 900.0, wake_timeout: float = 90.0,
-                 settle_seconds: float = 90.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, client: DirectoryClient, *, limiter: Limiter | None = None,
+                 concurrency: int = 20, lease_seconds: float = 10.0, batch_deadline: float = 900.0,
+                 wake_timeout: float = 90.0, settle_seconds: float = 90.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
         self._stopping = threading.Event()
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
-        # How long a creation may take to land upstream: a resume waits this long after a row's
-        # last attempt before posting it again.
-        self.settle_seconds = settle_seconds
         self._clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
         # Batches wait on their rows, so they must not take seats in the rows' pool.
         self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
+        self.rows = RowCreator(store, client, limiter or NoLimiter(), self._rows, stopping=self._stopping,
+                               settle_seconds=settle_seconds, clock=clock)
 
     def close(self) -> None:
         """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
@@ -131,20 +59,23 @@ class Jobs:
     # -- reading -------------------------------------------------------------------------
 
     def load(self, batch_id: str) -> Batch:
-        """The batch, or BatchNotFound."""
-        batch = self.store.load(batch_id) if _is_uuid(batch_id) else None
+        """The batch; raises BatchNotFound."""
+        batch = self.store.get_batch(batch_id) if _is_uuid(batch_id) else None
         if batch is None:
             raise BatchNotFound(batch_id)
         return batch
 
     def document(self, batch_id: str, *, timestamps: bool = True) -> dict[str, Any]:
+        """The batch's status document now; raises BatchNotFound."""
         return batch_document(self.load(batch_id), self._clock(), timestamps=timestamps)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` batches, newest first."""
         now = self._clock()
         return [summary_document(b, now) for b in self.store.recent(limit)]
 
     def is_final(self, document: dict[str, Any]) -> bool:
+        """Whether nothing more will happen to the batch of this document."""
         return document["status"] in FINAL
 
     def watch(self, batch_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
@@ -176,10 +107,11 @@ class Jobs:
 
     def run(self, batch_id: str) -> None:
         """Process a batch this process holds the lease of, in the calling thread."""
-        _in_batch_context(batch_id, self._process)(batch_id, False)
+        in_batch_context(batch_id, self._process)(batch_id, False)
 
     def run_in_background(self, batch_id: str, resuming: bool = False) -> Future:
-        return self._batches.submit(_in_batch_context(batch_id, self._process), batch_id, resuming)
+        """Process (or resume) a batch this process holds the lease of, on the batch executor."""
+        return self._batches.submit(in_batch_context(batch_id, self._process), batch_id, resuming)
 
     def take_over(self, batch_id: str) -> bool:
         """Take the lease of a resumable batch for this process; False when it is not done or
@@ -197,25 +129,21 @@ class Jobs:
 
     def resume(self, batch_id: str) -> None:
         """Finish a batch this process has taken over, in the calling thread."""
-        _in_batch_context(batch_id, self._process)(batch_id, True)
+        in_batch_context(batch_id, self._process)(batch_id, True)
 
     def _lease_end(self) -> float:
         return self._clock() + self.lease_seconds
 
     def _process(self, batch_id: str, resuming: bool) -> None:
-        started = self._clock()
-        self.store.update_batch(batch_id, status=BatchStatus.PROCESSING, run_started_at=started, error=None)
+        self.store.start_run(batch_id, self._clock())
         log.info("processing (%s)", "resume" if resuming else "new")
         error = "Processing was stopped before it finished; the batch can be resumed."
         try:
             with self._leased(batch_id):
                 error = self._work(batch_id, resuming)
         finally:
-            batch = self.store.load(batch_id)
-            outcome = self._outcome(batch)
-            self.store.update_batch(batch_id, status=outcome, error=error,
-                                    elapsed=batch.elapsed + self._clock() - started, run_started_at=None,
-                                    lease_owner=None, lease_expires=None)
+            outcome = _outcome(self.store.get_batch(batch_id))
+            self.store.finish_run(batch_id, outcome, error, self._clock())
             log.info("finished: %s", outcome)
 
     def _work(self, batch_id: str, resuming: bool) -> str | None:
@@ -225,63 +153,23 @@ class Jobs:
             todo = self._rows_to_create(batch_id, resuming, deadline)
             if todo:
                 self.client.wake(self.wake_timeout)
-                self._create_rows(batch_id, todo, deadline)
+                self.rows.create(batch_id, todo, deadline)
             return self._finish(batch_id, deadline)
         except UpstreamError as exc:
             error = f"The directory could not be reached: {exc}"
         except Exception:
             log.exception("processing stopped by an unexpected error")
             error = "Processing stopped by an unexpected error; the batch can be resumed."
-        self._fail_unfinished(batch_id, error)
+        left = unfinished(self.store.get_batch(batch_id).rows)
+        if left:
+            self.store.mark_rows_failed(batch_id, left, error)
         return error
 
-    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
+    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list:
         """The rows still to create; on resume, first learn from the upstream which rows exist."""
-        batch = self.store.load(batch_id)
-        if not resuming:
-            return [r for r in batch.rows if r.status not in EXISTING]
-        found, todo = _match(batch.rows, self.client.list_batch(batch_id, deadline))
-        # A creation sent just before its process died may still be on its way: the upstream
-        # shows a hospital only once its 5 s are over. Give it the read timeout to land.
-        settled_at = max((r.attempted_at or 0.0 for r in todo), default=0.0) + self.settle_seconds
-        if settled_at > self._clock():
-            log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
-            if self._stopping.wait(settled_at - self._clock()):
-                return []  # shutting down: the batch stays resumable as it was
-            found, todo = _match(batch.rows, self.client.list_batch(batch_id, deadline))
-        for row, hospital in found.items():
-            if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
-                self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=hospital.id, error=None)
-        if todo:
-            self.store.update_rows(batch_id, [r.row for r in todo], status=RowStatus.PENDING, hospital_id=None,
-                                   error=None)
-        log.info("resume: %d of %d rows exist upstream", len(found), len(batch.rows))
-        return todo
-
-    def _create_rows(self, batch_id: str, rows: list[Row], deadline: float) -> None:
-        """Create the rows concurrently and return when every one has an outcome.
-
-        Rate-limiter slots are taken here, as many at a time as the limit allows, and only rows
-        holding one go to the executor: a row waiting for the window keeps no seat from rows that
-        could go now, and it reads `pending` meanwhile.
-        """
-        work = _in_batch_context(batch_id, self._create_row)
-        futures, waiting = [], list(rows)
-        while waiting:
-            taken, wait_seconds = self.client.limiter.take(len(waiting))
-            going, waiting = waiting[:taken], waiting[taken:]
-            if going:
-                self.store.update_rows(batch_id, [r.row for r in going], status=RowStatus.IN_PROGRESS, error=None,
-                                       attempted_at=self._clock())
-                futures += [self._rows.submit(work, batch_id, row, deadline) for row in going]
-            if waiting and time.monotonic() + wait_seconds >= deadline:
-                self.store.update_rows(batch_id, [r.row for r in waiting], status=RowStatus.FAILED,
-                                       error=f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
-                break
-            if waiting and self._stopping.wait(wait_seconds):
-                log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
-                break
-        wait(futures)
+        if resuming:
+            return self.rows.reconcile(batch_id, deadline)
+        return [r for r in self.store.get_batch(batch_id).rows if r.status not in EXISTING]
 
     @contextmanager
     def _leased(self, batch_id: str) -> Iterator[None]:
@@ -295,7 +183,7 @@ class Jobs:
                     log.error("lost the lease: another process took the batch over")
                     return
 
-        keeper = threading.Thread(target=_in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
+        keeper = threading.Thread(target=in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
                                   daemon=True)
         keeper.start()
         try:
@@ -304,61 +192,19 @@ class Jobs:
             done.set()
             keeper.join()
 
-    def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
-        """Create one row upstream and record its outcome; a row's failure is data, never raised."""
-        try:
-            hospital = self.client.create_hospital(
-                batch_id, row.name, row.address, row.phone, deadline=deadline, slot_taken=True,
-                find_existing=lambda listing: self._find_row(batch_id, row, listing),
-                before_post=lambda: self.store.update_row(batch_id, row.row, status=RowStatus.IN_PROGRESS,
-                                                          attempted_at=self._clock()))
-        except Refused as exc:
-            log.warning("row %d refused: %s", row.row, exc)
-            # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
-            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc), attempted_at=None)
-        except UpstreamError as exc:
-            log.warning("row %d failed: %s", row.row, exc)
-            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED, error=str(exc))
-        except Exception as exc:  # the task boundary: nothing may escape a worker thread unrecorded
-            log.exception("row %d failed unexpectedly", row.row)
-            self.store.update_row(batch_id, row.row, status=RowStatus.FAILED,
-                                  error=f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
-        else:
-            self.store.update_row(batch_id, row.row, status=RowStatus.CREATED, hospital_id=hospital.id, error=None)
-
-    def _find_row(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
-        """This row's hospital in the listing: same name, address and phone, not claimed by another row."""
-        claimed = {r.hospital_id for r in self.store.load(batch_id).rows if r.row != row.row and r.hospital_id}
-        return min((h for h in listing if h.id not in claimed and _matches(row, h)),
-                   key=lambda h: h.id, default=None)
-
     def _finish(self, batch_id: str, deadline: float) -> str | None:
         """Activate the batch when every row exists; return the batch-level error, if any."""
-        batch = self.store.load(batch_id)
+        batch = self.store.get_batch(batch_id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
-        self.store.update_batch(batch_id, status=BatchStatus.ACTIVATING)
+        self.store.set_status(batch_id, BatchStatus.ACTIVATING)
         try:
             self.client.activate_batch(batch_id, deadline)
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
-        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.CREATED_AND_ACTIVATED,
-                               batch={"activated": True})
+        self.store.mark_activated(batch_id)
         return None
-
-    def _fail_unfinished(self, batch_id: str, error: str) -> None:
-        unfinished = [r.row for r in self.store.load(batch_id).rows if r.status not in EXISTING | {RowStatus.FAILED}]
-        if unfinished:
-            self.store.update_rows(batch_id, unfinished, status=RowStatus.FAILED, error=error)
-
-    @staticmethod
-    def _outcome(batch: Batch) -> str:
-        if batch.activated:
-            return BatchStatus.COMPLETED
-        if any(r.status in EXISTING for r in batch.rows):
-            return BatchStatus.PARTIALLY_FAILED
-        return BatchStatus.FAILED
 
     # -- rolling back --------------------------------------------------------------------
 
@@ -367,21 +213,25 @@ class Jobs:
         self.load(batch_id)  # BatchNotFound before anything else
         if not self.store.take_lease(batch_id, self.owner, self._lease_end(), FINAL - {BatchStatus.INTERRUPTED}):
             raise BatchConflict(f"Batch {batch_id} is being processed; it cannot be rolled back now.")
-        _in_batch_context(batch_id, self._roll_back)(batch_id)
+        in_batch_context(batch_id, self._roll_back)(batch_id)
 
     def _roll_back(self, batch_id: str) -> None:
         try:
             with self._leased(batch_id):
                 deleted = self.client.delete_batch(batch_id)
         except UpstreamError as exc:
-            batch = self.store.load(batch_id)
-            self.store.update_batch(batch_id, status=self._outcome(batch), lease_owner=None, lease_expires=None)
+            self.store.release_lease(batch_id, _outcome(self.store.get_batch(batch_id)))
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
-        batch = self.store.load(batch_id)
-        self.store.update_rows(batch_id, [r.row for r in batch.rows], status=RowStatus.DELETED, hospital_id=None,
-                               batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
-                                      "lease_owner": None, "lease_expires": None})
+        self.store.mark_rolled_back(batch_id)
         log.info("rolled back: %d hospitals deleted upstream", deleted)
+
+
+def _outcome(batch: Batch) -> str:
+    if batch.activated:
+        return BatchStatus.COMPLETED
+    if any(r.status in EXISTING for r in batch.rows):
+        return BatchStatus.PARTIALLY_FAILED
+    return BatchStatus.FAILED
 
 
 def _is_uuid(text: str) -> bool:

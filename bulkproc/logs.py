@@ -1,13 +1,28 @@
-"""Logging with the batch id on every line."""
+"""Logging with the batch id on every line, from any thread."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
-
-from .jobs import current_batch
+from collections.abc import Callable
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s [batch %(batch_id)s] %(name)s: %(message)s"
+
+# The batch id of the work at hand, for every log line.
+current_batch: contextvars.ContextVar[str] = contextvars.ContextVar("current_batch", default="-")
+
+
+def in_batch_context(batch_id: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap `fn` so that it runs, in any thread, with the batch id in the logging context."""
+    def run(*args: Any) -> Any:
+        token = current_batch.set(batch_id)
+        try:
+            return fn(*args)
+        finally:
+            current_batch.reset(token)
+    return run
 
 
 class BatchIdFilter(logging.Filter):

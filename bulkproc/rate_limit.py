@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from .directory_client import GaveUp
+from .exceptions import GaveUp
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,35 @@ log = logging.getLogger(__name__)
 WINDOW_MARGIN = 1.02
 EDGE_SECONDS = 0.05
 DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the create-rate limit"
+
+
+class Limiter(Protocol):
+    """What the row creator needs from a create-rate limiter; it alone takes slots."""
+
+    def take(self, wanted: int) -> tuple[int, float]:
+        """Take up to `wanted` slots at once, without waiting; return (taken, seconds until the next frees)."""
+
+    def acquire(self, deadline: float | None = None) -> None:
+        """Wait until a slot is free and take it; GaveUp if that would pass `deadline`."""
+
+    def back_off(self) -> bool:
+        """After a 429, hold creations back; return whether the limiter does the waiting."""
+
+
+class NoLimiter:
+    """The limiter to use when creations are not rate-limited on our side."""
+
+    def take(self, wanted: int) -> tuple[int, float]:
+        """Every slot asked for, at once."""
+        return wanted, 0.0
+
+    def acquire(self, deadline: float | None = None) -> None:
+        """Nothing to wait for."""
+        return None
+
+    def back_off(self) -> bool:
+        """Nobody holds creations back: the caller waits itself."""
+        return False
 
 
 class RateLimiter:

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from .exceptions import IdempotencyMismatch
 from .states import RUNNING, BatchStatus, RowStatus
 
 metadata = MetaData()
@@ -67,10 +68,6 @@ create_slots = Table(
     Column("id", Integer, primary_key=True),
     Column("taken_at", Float, nullable=False, index=True),
 )
-
-
-class IdempotencyMismatch(Exception):
-    """The idempotency key was used before with a different file."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +233,7 @@ class Store:
             found = conn.execute(select(batches).where(batches.c.idempotency_key == key)).first()
         return Batch(**found._mapping) if found else None
 
-    def load(self, batch_id: str) -> Batch | None:
+    def get_batch(self, batch_id: str) -> Batch | None:
         """The batch with its rows in CSV order, or None."""
         with self._read() as conn:
             found = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
@@ -264,27 +261,75 @@ class Store:
         with self._read() as conn:
             return conn.execute(select(batches.c.version).where(batches.c.id == batch_id)).scalar()
 
-    def update_batch(self, batch_id: str, **values) -> None:
-        """Change the batch's columns (status, activated, error, elapsed, run_started_at...)."""
+    # -- transitions: each one write, bumping the version ------------------------------------
+
+    def start_run(self, batch_id: str, now: float) -> None:
+        """The batch is being processed by its lease holder, from `now`."""
+        self._change(batch_id, batch={"status": BatchStatus.PROCESSING, "run_started_at": now, "error": None})
+
+    def set_status(self, batch_id: str, status: str) -> None:
+        """Move the batch to `status` and nothing else (e.g. `activating`)."""
+        self._change(batch_id, batch={"status": status})
+
+    def set_error(self, batch_id: str, error: str | None) -> None:
+        """Say what the batch is waiting for or why it stopped; None clears it."""
+        self._change(batch_id, batch={"error": error})
+
+    def finish_run(self, batch_id: str, status: str, error: str | None, now: float) -> None:
+        """End the run at `now`: its time joins the batch's, and the lease is let go."""
+        self._change(batch_id, batch={
+            "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None,
+            "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)})
+
+    def release_lease(self, batch_id: str, status: str) -> None:
+        """Let go of the batch, leaving it in `status` (an attempt that changed nothing)."""
+        self._change(batch_id, batch={"status": status, "lease_owner": None, "lease_expires": None})
+
+    def mark_rows_in_flight(self, batch_id: str, rows: Iterable[int], now: float) -> None:
+        """These rows' creations are being sent at `now` (so they may land from then on)."""
+        self._change(batch_id, rows, status=RowStatus.IN_PROGRESS, error=None, attempted_at=now)
+
+    def record_created(self, batch_id: str, row: int, hospital_id: int) -> None:
+        """The row exists upstream as `hospital_id`."""
+        self._change(batch_id, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+
+    def record_row_failed(self, batch_id: str, row: int, error: str, *, may_have_landed: bool = True) -> None:
+        """The row failed; unless its last attempt may have reached the upstream, nothing can land later."""
+        values: dict = {"status": RowStatus.FAILED, "error": error}
+        if not may_have_landed:
+            values["attempted_at"] = None
+        self._change(batch_id, [row], **values)
+
+    def mark_rows_failed(self, batch_id: str, rows: Iterable[int], error: str) -> None:
+        """These rows failed for one reason (a deadline, the directory unreachable)."""
+        self._change(batch_id, rows, status=RowStatus.FAILED, error=error)
+
+    def mark_rows_pending(self, batch_id: str, rows: Iterable[int], error: str | None = None) -> None:
+        """These rows are not created and not being created (a resume starts them afresh)."""
+        self._change(batch_id, rows, status=RowStatus.PENDING, hospital_id=None, error=error)
+
+    def mark_activated(self, batch_id: str) -> None:
+        """The batch is active upstream: every row with it."""
+        self._change(batch_id, None, status=RowStatus.CREATED_AND_ACTIVATED,
+                     batch={"activated": True})
+
+    def mark_rolled_back(self, batch_id: str) -> None:
+        """The batch's hospitals are deleted upstream; the lease is let go."""
+        self._change(batch_id, None, status=RowStatus.DELETED, hospital_id=None,
+                     batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
+                            "lease_owner": None, "lease_expires": None})
+
+    def _change(self, batch_id: str, rows: Iterable[int] | None = (), *, batch: dict | None = None,
+                **row_values) -> None:
+        """Change `rows` (None: every row) and the batch's columns as one transaction, and wake watchers."""
         with self._write() as conn:
-            self._touch(conn, batch_id, **values)
+            if row_values:
+                which = [] if rows is None else [batch_rows.c.row.in_(list(rows))]
+                conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id, *which)
+                             .values(**row_values))
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(
+                version=batches.c.version + 1, updated_at=self._clock(), **(batch or {})))
         self._notify()
-
-    def update_row(self, batch_id: str, row: int, **values) -> None:
-        """Change one row's columns (status, hospital_id, error, attempted_at) and bump the batch's version."""
-        self.update_rows(batch_id, [row], **values)
-
-    def update_rows(self, batch_id: str, rows: Iterable[int], *, batch: dict | None = None, **values) -> None:
-        """Change several rows, and the batch's `batch` columns with them, as one transition."""
-        with self._write() as conn:
-            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id,
-                                                  batch_rows.c.row.in_(list(rows))).values(**values))
-            self._touch(conn, batch_id, **(batch or {}))
-        self._notify()
-
-    def _touch(self, conn: Connection, batch_id: str, **values) -> None:
-        conn.execute(update(batches).where(batches.c.id == batch_id).values(
-            version=batches.c.version + 1, updated_at=self._clock(), **values))
 
     # -- leases --------------------------------------------------------------------------
 

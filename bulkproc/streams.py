@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 from flask import Response, current_app
 
-from .errors import TooManyStreams
+from .exceptions import TooManyStreams
 
 __all__ = ["StreamSlots", "event_response"]
 

@@ -11,46 +11,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
+from tests.support import free_port, wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.02) -> T:
-    """Call `condition` until it returns something truthy, and return that; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        _POLL.wait(interval)  # the poll interval of a loop bounded by `deadline`
-
-
-# Never set: waiting on it is how the poll loop pauses between looks.
-_POLL = threading.Event()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def service_env(upstream_url: str, database_url: str, **extra: str) -> dict[str, str]:
     """The environment the durability tests run gunicorn with: short leases, no create limit, fast retries."""

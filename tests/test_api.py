@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def post_csv(client, data: bytes | str, path: str = "/hospitals/bulk", **kwargs):

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def assert_each_created_once(sim, document) -> None:

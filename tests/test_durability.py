@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from bulkproc.simulator import ServedSimulator, create_simulator, serve
-from tests.conftest import hospitals_csv
-from tests.gunicorn_service import GunicornService, service_env, wait_until
+from tests.support import hospitals_csv
+from tests.gunicorn_service import GunicornService, service_env
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 import time
 
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def read_stream(service, batch_id: str) -> tuple[list[dict], list[str]]:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 from tests.gunicorn_service import GunicornService, service_env
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 WINDOW = 0.5
 
@@ -64,7 +64,7 @@ def test_rows_waiting_for_the_window_read_pending(make_app, serve_app, limited):
     batch_id = service.upload(hospitals_csv(6), **{"async": "1"}).json()["batch_id"]
     jobs = app.extensions["bulkproc"]
     version = -1
-    while sum(r.status == "created" for r in jobs.store.load(batch_id).rows) < 4:
+    while sum(r.status == "created" for r in jobs.store.get_batch(batch_id).rows) < 4:
         version = jobs.store.wait_for_change(batch_id, version, 5.0)
 
     statuses = [r["status"] for r in service.get(f"/hospitals/bulk/{batch_id}").json()["hospitals"]]

@@ -6,7 +6,7 @@ import io
 import logging
 
 from bulkproc import logs
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def test_log_lines_of_a_batch_name_it_even_from_row_threads(service, upstream):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 from tests.postgres import postgres_url, store_url  # noqa: F401
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)]

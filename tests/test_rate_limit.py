@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bulkproc.directory_client import GaveUp
+from bulkproc.exceptions import GaveUp
 from bulkproc.rate_limit import EDGE_SECONDS, WINDOW_MARGIN, RateLimiter
 from bulkproc.store import Store
 from tests.postgres import postgres_url, store_url  # noqa: F401

@@ -9,7 +9,7 @@ import requests
 
 from bulkproc.csv_input import parse
 from bulkproc.simulator import create_simulator, serve
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 def create_upstream(upstream, batch_id: str, row) -> dict:
@@ -25,9 +25,8 @@ def test_resume_of_an_interrupted_batch_creates_only_the_missing_rows(app, servi
     batch_id, _ = jobs.store.insert_batch("9b2f6f3a-1c4d-4e5f-8a9b-0c1d2e3f4a5b", rows, owner="dead:1",
                                           lease_until=time.time() - 1)
     made = [create_upstream(upstream, batch_id, r) for r in rows[:3]]
-    jobs.store.update_row(batch_id, 1, status="in_progress")
-    jobs.store.update_row(batch_id, 2, status="created", hospital_id=made[1]["id"])
-    jobs.store.update_row(batch_id, 3, status="in_progress")
+    jobs.store.mark_rows_in_flight(batch_id, [1, 3], time.time())
+    jobs.store.record_created(batch_id, 2, made[1]["id"])
     assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "interrupted"
     creations_before = upstream.sim.stats["create_requests"]
 
@@ -101,7 +100,7 @@ def test_resume_waits_for_a_creation_still_in_flight_instead_of_posting_it_twice
     batch_id, _ = jobs.store.insert_batch("5c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", rows, owner="dead:2",
                                           lease_until=time.time() - 1)
     # The dead process sent row 1 just before it died; the upstream stores it 0.5 s later.
-    jobs.store.update_row(batch_id, 1, status="in_progress", attempted_at=time.time())
+    jobs.store.mark_rows_in_flight(batch_id, [1], time.time())
     upstream.sim.delay = 0.5
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(create_upstream, upstream, batch_id, rows[0])
@@ -119,7 +118,7 @@ def test_resume_of_a_refused_row_does_not_wait_for_it_to_land(service, upstream,
     failed = service.upload(hospitals_csv(2)).json()
     assert failed["status"] == "partially_failed"
 
-    with caplog.at_level("INFO", logger="bulkproc.jobs"):
+    with caplog.at_level("INFO", logger="bulkproc"):
         document = service.post(f"/hospitals/bulk/{failed['batch_id']}/resume").json()
 
     assert document["status"] == "completed"

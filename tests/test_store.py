@@ -14,7 +14,8 @@ from sqlalchemy import event, func, select
 from bulkproc.csv_input import HospitalRow
 from bulkproc.states import RESUMABLE, BatchStatus, RowStatus
 from bulkproc import store as store_module
-from bulkproc.store import IdempotencyMismatch, Store, limiter, metadata
+from bulkproc.exceptions import IdempotencyMismatch
+from bulkproc.store import Store, limiter, metadata
 from tests.postgres import postgres_url, store_url  # noqa: F401
 
 T0 = 1_700_000_000.0
@@ -105,7 +106,7 @@ def test_schema_creation_is_idempotent(make_store):
     batch_id = new_batch(first)
     second = make_store()
 
-    assert second.load(batch_id) is not None
+    assert second.get_batch(batch_id) is not None
     with second.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(limiter)).scalar_one() == 1
 
@@ -216,14 +217,14 @@ def test_a_worker_starting_while_another_creates_the_schema_waits_for_it(store_u
 # -- batches and versions ----------------------------------------------------------------
 
 
-def test_load_returns_the_batch_with_its_rows_in_csv_order(store, clock):
+def test_get_batch_returns_the_batch_with_its_rows_in_csv_order(store, clock):
     rows = hospital_rows(12)
     # Insert out of order: the store, not the insertion, must keep the CSV's order.
     shuffled = rows[5:] + rows[:5]
     batch_id, created = store.insert_batch("1d1b7a0c-4a44-4b67-9e5c-2b0c8b3e1f00", shuffled, owner="w",
                                            lease_until=T0 + 10)
 
-    batch = store.load(batch_id)
+    batch = store.get_batch(batch_id)
     assert created and batch_id == "1d1b7a0c-4a44-4b67-9e5c-2b0c8b3e1f00"
     assert (batch.status, batch.total, batch.activated, batch.version) == (BatchStatus.QUEUED, 12, False, 0)
     assert (batch.created_at, batch.updated_at, batch.lease_owner, batch.lease_expires) == (T0, T0, "w", T0 + 10)
@@ -232,8 +233,8 @@ def test_load_returns_the_batch_with_its_rows_in_csv_order(store, clock):
     assert {(r.status, r.hospital_id, r.error) for r in batch.rows} == {(RowStatus.PENDING, None, None)}
 
 
-def test_load_of_an_unknown_batch_is_none(store):
-    assert store.load(str(uuid.uuid4())) is None
+def test_get_batch_of_an_unknown_batch_is_none(store):
+    assert store.get_batch(str(uuid.uuid4())) is None
     assert store.version(str(uuid.uuid4())) is None
 
 
@@ -242,21 +243,21 @@ def test_every_update_bumps_the_version(store, clock):
     seen = [store.version(batch_id)]
 
     clock.advance(1)
-    store.update_batch(batch_id, status=BatchStatus.PROCESSING, run_started_at=clock())
+    store.start_run(batch_id, clock())
     seen.append(store.version(batch_id))
-    store.update_row(batch_id, 1, status=RowStatus.IN_PROGRESS)
+    store.mark_rows_in_flight(batch_id, [1], clock())
     seen.append(store.version(batch_id))
-    store.update_row(batch_id, 1, status=RowStatus.CREATED, hospital_id=101)
+    store.record_created(batch_id, 1, 101)
     seen.append(store.version(batch_id))
-    store.update_rows(batch_id, [2, 3], status=RowStatus.FAILED, error="refused")
+    store.mark_rows_failed(batch_id, [2, 3], "refused")
     seen.append(store.version(batch_id))
-    store.update_batch(batch_id, status=BatchStatus.PARTIALLY_FAILED, lease_owner=None, lease_expires=None)
+    store.release_lease(batch_id, BatchStatus.PARTIALLY_FAILED)
     seen.append(store.version(batch_id))
     assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE)
     seen.append(store.version(batch_id))
 
     assert seen == list(range(7))
-    batch = store.load(batch_id)
+    batch = store.get_batch(batch_id)
     assert batch.updated_at == T0 + 1
     assert [(r.status, r.hospital_id, r.error) for r in batch.rows] == [
         (RowStatus.CREATED, 101, None), (RowStatus.FAILED, None, "refused"), (RowStatus.FAILED, None, "refused")]
@@ -269,15 +270,15 @@ def test_concurrent_updates_of_one_batch_lose_nothing(store):
     def update(index: int) -> None:
         for n in range(10):
             if n % 2:
-                store.update_row(batch_id, index + 1, status=RowStatus.IN_PROGRESS, error=f"attempt {n}")
+                store.mark_rows_failed(batch_id, [index + 1], f"attempt {n}")
             else:
-                store.update_batch(batch_id, status=BatchStatus.PROCESSING)
+                store.set_status(batch_id, BatchStatus.PROCESSING)
 
     run_together(20, update)
 
-    batch = store.load(batch_id)
+    batch = store.get_batch(batch_id)
     assert batch.version == initial + 200
-    assert {(r.status, r.error) for r in batch.rows} == {(RowStatus.IN_PROGRESS, "attempt 9")}
+    assert {(r.status, r.error) for r in batch.rows} == {(RowStatus.FAILED, "attempt 9")}
 
 
 # -- idempotency keys ----------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_concurrent_uploads_with_one_idempotency_key_make_one_batch(make_store):
     assert len(winners) == 1
     assert {batch_id for batch_id, _ in results} == set(winners)
     assert [b.id for b in stores[0].recent(10)] == winners
-    assert len(stores[0].load(winners[0]).rows) == 5
+    assert len(stores[0].get_batch(winners[0]).rows) == 5
 
 
 # -- leases --------------------------------------------------------------------------------
@@ -331,13 +332,13 @@ def test_concurrent_uploads_with_one_idempotency_key_make_one_batch(make_store):
 def test_only_one_of_two_concurrent_takers_gets_the_lease(make_store, clock, round_):
     first, second = make_store(), make_store()
     batch_id = new_batch(first)
-    first.update_batch(batch_id, status=BatchStatus.PARTIALLY_FAILED, lease_owner=None, lease_expires=None)
+    first.release_lease(batch_id, BatchStatus.PARTIALLY_FAILED)
 
     won = run_together(2, lambda i: (first, second)[i].take_lease(
         batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}))
 
     assert sorted(won) == [False, True]
-    batch = first.load(batch_id)
+    batch = first.get_batch(batch_id)
     assert (batch.status, batch.lease_owner, batch.lease_expires) == \
         (BatchStatus.QUEUED, f"taker-{won.index(True)}", clock() + 10)
 
@@ -346,46 +347,46 @@ def test_only_one_of_two_concurrent_takers_gets_the_lease(make_store, clock, rou
 def test_only_one_of_two_concurrent_takers_gets_a_lapsed_lease(make_store, clock, round_):
     first, second = make_store(), make_store()
     batch_id = new_batch(first, lease_until=clock() + 10)
-    first.update_batch(batch_id, status=BatchStatus.PROCESSING)
+    first.set_status(batch_id, BatchStatus.PROCESSING)
     clock.advance(11)
 
     won = run_together(2, lambda i: (first, second)[i].take_lease(
         batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}))
 
     assert sorted(won) == [False, True]
-    assert first.load(batch_id).lease_owner == f"taker-{won.index(True)}"
+    assert first.get_batch(batch_id).lease_owner == f"taker-{won.index(True)}"
 
 
 @pytest.mark.parametrize("status", [BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.ACTIVATING])
 def test_a_lapsed_lease_can_be_taken(store, clock, status):
     batch_id = new_batch(store, lease_until=clock() + 10)
-    store.update_batch(batch_id, status=status)
+    store.set_status(batch_id, status)
     clock.advance(10.5)
 
     assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
-    batch = store.load(batch_id)
+    batch = store.get_batch(batch_id)
     assert (batch.status, batch.lease_owner, batch.lease_expires) == (BatchStatus.QUEUED, "worker-b", clock() + 10)
 
 
 @pytest.mark.parametrize("status", [BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.ACTIVATING])
 def test_a_live_lease_of_a_running_batch_cannot_be_taken(store, clock, status):
     batch_id = new_batch(store, lease_until=clock() + 10)
-    store.update_batch(batch_id, status=status)
+    store.set_status(batch_id, status)
     version = store.version(batch_id)
     clock.advance(9.5)
 
     assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
-    batch = store.load(batch_id)
+    batch = store.get_batch(batch_id)
     assert (batch.status, batch.lease_owner, batch.version) == (status, "worker-a", version)
 
 
 def test_a_finished_batch_in_another_state_cannot_be_taken(store, clock):
     batch_id = new_batch(store)
-    store.update_batch(batch_id, status=BatchStatus.ROLLED_BACK, lease_owner=None, lease_expires=None)
+    store.release_lease(batch_id, BatchStatus.ROLLED_BACK)
     clock.advance(100)
 
     assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
-    assert store.load(batch_id).status == BatchStatus.ROLLED_BACK
+    assert store.get_batch(batch_id).status == BatchStatus.ROLLED_BACK
 
 
 def test_only_the_owner_renews_its_lease(store, clock):
@@ -393,9 +394,9 @@ def test_only_the_owner_renews_its_lease(store, clock):
     clock.advance(5)
 
     assert not store.renew_lease(batch_id, "worker-b", clock() + 10)
-    assert store.load(batch_id).lease_expires == T0 + 10
+    assert store.get_batch(batch_id).lease_expires == T0 + 10
     assert store.renew_lease(batch_id, "worker-a", clock() + 10)
-    assert store.load(batch_id).lease_expires == T0 + 15
+    assert store.get_batch(batch_id).lease_expires == T0 + 15
     assert not store.renew_lease(str(uuid.uuid4()), "worker-a", clock() + 10)
 
 
@@ -405,7 +406,7 @@ def test_a_lease_taken_over_cannot_be_renewed_by_its_old_owner(store, clock):
     assert store.take_lease(batch_id, "worker-b", clock() + 10, ())
 
     assert not store.renew_lease(batch_id, "worker-a", clock() + 10)
-    assert store.load(batch_id).lease_owner == "worker-b"
+    assert store.get_batch(batch_id).lease_owner == "worker-b"
 
 
 # -- listing -------------------------------------------------------------------------------
@@ -429,7 +430,7 @@ def test_recent_lists_the_newest_batches_first(store, clock):
 
 def test_wait_for_change_returns_at_once_when_the_version_moved(store):
     batch_id = new_batch(store)
-    store.update_batch(batch_id, status=BatchStatus.PROCESSING)
+    store.set_status(batch_id, BatchStatus.PROCESSING)
 
     started = time.monotonic()
     assert store.wait_for_change(batch_id, 0, timeout=30) == 1
@@ -454,7 +455,7 @@ def test_wait_for_change_wakes_when_another_thread_updates(store):
     batch_id = new_batch(store)
     thread, seen = watch(store, batch_id, 0)
 
-    store.update_row(batch_id, 2, status=RowStatus.IN_PROGRESS)
+    store.mark_rows_in_flight(batch_id, [2], T0)
 
     thread.join(JOIN_SECONDS)
     assert not thread.is_alive() and seen == [1]
@@ -466,7 +467,7 @@ def test_wait_for_change_notices_another_workers_update(make_store):
     thread, seen = watch(watcher, batch_id, 0)
 
     # No notification crosses Stores (processes); the watcher finds the change by polling.
-    writer.update_batch(batch_id, status=BatchStatus.PROCESSING)
+    writer.set_status(batch_id, BatchStatus.PROCESSING)
 
     thread.join(JOIN_SECONDS)
     assert not thread.is_alive() and seen == [1]

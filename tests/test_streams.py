@@ -12,8 +12,8 @@ import requests
 
 from bulkproc.csv_input import parse
 from bulkproc.store import Store
-from tests.conftest import hospitals_csv
-from tests.gunicorn_service import GunicornService, service_env, wait_until
+from tests.gunicorn_service import GunicornService, service_env
+from tests.support import hospitals_csv, wait_until
 
 
 def running_batch(store: Store) -> str:

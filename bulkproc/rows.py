@@ -1,0 +1,157 @@
+"""One row's life upstream: post it, sort a failure, reconcile before posting again, settle, sweep.
+
+A creation is not idempotent upstream, so what a failed POST means decides what happens next:
+- never sent (no connection, 429): nothing can land; post again.
+- refused (4xx): the row fails with the directory's reason; nothing can land.
+- maybe landed (no answer, a dropped connection, 5xx): read the batch; take the row's hospital
+  if it is there, and post again only when it is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from .directory_client import DirectoryClient, Hospital
+from .exceptions import MaybeLanded, NotSent, Refused, UpstreamError
+from .logs import in_batch_context
+from .rate_limit import DEADLINE_MESSAGE, Limiter
+from .states import EXISTING, RowStatus
+from .store import Row, Store
+
+log = logging.getLogger(__name__)
+
+
+def matches(row: Row, hospital: Hospital) -> bool:
+    """Whether the hospital carries the row's data."""
+    return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
+
+
+def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
+    """Pair rows with the batch's hospitals upstream, each hospital to one row; (pairs, unmatched rows)."""
+    found: dict[Row, Hospital] = {}
+    for row in rows:
+        hospital = next((h for h in listing if h not in found.values() and matches(row, h)), None)
+        if hospital is not None:
+            found[row] = hospital
+    return found, [r for r in rows if r not in found]
+
+
+class RowCreator:
+    """Creates rows upstream at most once each; the only taker of create-rate slots."""
+
+    def __init__(self, store: Store, client: DirectoryClient, limiter: Limiter, executor: ThreadPoolExecutor, *,
+                 stopping: threading.Event, settle_seconds: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.client, self.limiter = store, client, limiter
+        self._executor, self._stopping = executor, stopping
+        # How long a creation may take to land upstream: a resume waits this long after a row's
+        # last attempt before posting it again.
+        self.settle_seconds = settle_seconds
+        self._clock = clock
+
+    # -- many rows -------------------------------------------------------------------------
+
+    def create(self, batch_id: str, rows: list[Row], deadline: float) -> None:
+        """Create the rows concurrently and return when every one has an outcome.
+
+        Slots are taken here, as many at a time as the limit allows, and only rows holding one go
+        to the executor: a row waiting for the window keeps no seat from rows that could go now,
+        and it reads `pending` meanwhile.
+        """
+        work = in_batch_context(batch_id, self._create_row)
+        futures, waiting = [], list(rows)
+        while waiting:
+            taken, wait_seconds = self.limiter.take(len(waiting))
+            going, waiting = waiting[:taken], waiting[taken:]
+            if going:
+                self.store.mark_rows_in_flight(batch_id, [r.row for r in going], self._clock())
+                futures += [self._executor.submit(work, batch_id, row, deadline) for row in going]
+            if waiting and time.monotonic() + wait_seconds >= deadline:
+                self.store.mark_rows_failed(batch_id, [r.row for r in waiting],
+                                            f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
+                break
+            if waiting and self._stopping.wait(wait_seconds):
+                log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+                break
+        wait(futures)
+
+    def reconcile(self, batch_id: str, deadline: float) -> list[Row]:
+        """On resume: record the rows that exist upstream and return the others, reset to pending.
+
+        A creation sent just before its process died may still be on its way: the upstream shows a
+        hospital only once its work is over. Such rows are given time to land before anything is
+        decided; [] when shutdown interrupts that wait (the batch stays resumable as it was).
+        """
+        rows = self.store.get_batch(batch_id).rows
+        found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+        settled_at = max((r.attempted_at or 0.0 for r in todo), default=0.0) + self.settle_seconds
+        if settled_at > self._clock():
+            log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
+            if self._stopping.wait(settled_at - self._clock()):
+                return []
+            found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+        for row, hospital in found.items():
+            if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
+                self.store.record_created(batch_id, row.row, hospital.id)
+        if todo:
+            self.store.mark_rows_pending(batch_id, [r.row for r in todo])
+        log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
+        return todo
+
+    # -- one row ---------------------------------------------------------------------------
+
+    def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
+        """Create one row upstream and record its outcome; a row's failure is data, never raised."""
+        try:
+            hospital = self.post(batch_id, row, deadline)
+        except Refused as exc:
+            log.warning("row %d refused: %s", row.row, exc)
+            # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
+            self.store.record_row_failed(batch_id, row.row, str(exc), may_have_landed=False)
+        except UpstreamError as exc:
+            log.warning("row %d failed: %s", row.row, exc)
+            self.store.record_row_failed(batch_id, row.row, str(exc))
+        except Exception as exc:  # the task boundary: nothing may escape a worker thread unrecorded
+            log.exception("row %d failed unexpectedly", row.row)
+            self.store.record_row_failed(batch_id, row.row,
+                                         f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
+        else:
+            self.store.record_created(batch_id, row.row, hospital.id)
+
+    def post(self, batch_id: str, row: Row, deadline: float | None = None) -> Hospital:
+        """Post the row until it exists upstream, at most once; its first slot is already taken.
+
+        Raises Refused or GaveUp.
+        """
+        attempts = self.client.attempts(f"creating row {row.row}", deadline)
+        first = True
+        while True:
+            if not first:
+                self.limiter.acquire(deadline)
+                self.store.mark_rows_in_flight(batch_id, [row.row], self._clock())
+            first = False
+            try:
+                return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
+            except NotSent as exc:
+                # A shared limiter holds every creation back after a 429; without one, we wait here.
+                attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
+            except MaybeLanded as exc:
+                found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+                if found is not None:
+                    log.info("row %d was created by an attempt whose answer was lost (%s)", row.row, exc)
+                    return found
+                attempts.wait_after(exc)
+
+    def _find(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
+        """This row's hospital in the listing: same name, address and phone, not claimed by another row."""
+        claimed = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.row != row.row and r.hospital_id}
+        return min((h for h in listing if h.id not in claimed and matches(row, h)), key=lambda h: h.id, default=None)
+
+
+def unfinished(rows: list[Row]) -> list[int]:
+    """The rows neither created nor failed."""
+    return [r.row for r in rows if r.status not in EXISTING | {RowStatus.FAILED}]

@@ -1,0 +1,79 @@
+"""Helpers shared by the tests and the benchmarks: CSV text, polling with a deadline, ports, served apps."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+from werkzeug.serving import make_server
+
+T = TypeVar("T")
+
+
+def hospitals_csv(count: int, *, phone: bool = True, prefix: str = "Hospital") -> str:
+    """A valid CSV of `count` hospitals with a header."""
+    lines = ["name,address,phone" if phone else "name,address"]
+    for n in range(1, count + 1):
+        cells = [f"{prefix} {n}", f"{n} Main St, Springfield"]
+        lines.append(f'{cells[0]},"{cells[1]}"' + (f",555-010-{n:04d}" if phone else ""))
+    return "\n".join(lines) + "\n"
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float, what: str, interval: float = 0.02) -> T:
+    """Call `condition` until it returns something truthy, and return that; AssertionError after `timeout` s.
+
+    For state that only other processes or servers change, where no event can be waited on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)  # the pause between looks of a loop bounded by `deadline`
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedApp:
+    """An app on a real threaded server on loopback."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        self.http = requests.Session()
+
+    def upload(self, csv_text: str | bytes, *, path: str = "/hospitals/bulk", headers: dict | None = None,
+               timeout: float = 60, **params: str) -> requests.Response:
+        data = csv_text.encode() if isinstance(csv_text, str) else csv_text
+        return self.http.post(self.url + path, files={"file": ("hospitals.csv", data, "text/csv")},
+                              params=params, headers=headers or {}, timeout=timeout)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.http.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.http.post(self.url + path, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return self.http.delete(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def stop(self) -> None:
+        self.http.close()
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()

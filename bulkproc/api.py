@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input
 from .auth import require_token
-from .exceptions import MalformedRequest
+from .exceptions import MalformedRequest, StoreUnavailable
 from .jobs import Jobs
+from .logs import in_batch_context
 from .streams import event_response
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
 bp.before_request(require_token)
+
+log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 100
 
@@ -141,12 +145,16 @@ def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
     """One event per change of the batch, a comment every `heartbeat` seconds, and the end at a final state."""
     yield "retry: 2000\n\n"
     sent = None
-    for document in jobs.watch(batch_id, heartbeat):
-        if document is None:
-            yield ": keep-alive\n\n"
-            continue
-        # updated_at moves with every write; the status also moves when a lease lapses.
-        key = (document["updated_at"], document["status"])
-        if key != sent:
-            sent = key
-            yield f"data: {json.dumps(document)}\n\n"
+    try:
+        for document in jobs.watch(batch_id, heartbeat):
+            if document is None:
+                yield ": keep-alive\n\n"
+                continue
+            # updated_at moves with every write; the status also moves when a lease lapses.
+            key = (document["updated_at"], document["status"])
+            if key != sent:
+                sent = key
+                yield f"data: {json.dumps(document)}\n\n"
+    except StoreUnavailable as exc:
+        # The client reconnects by itself, and hears 503 until the store answers again.
+        in_batch_context(batch_id, log.warning)("event stream ended: the job store is unavailable (%s)", exc.reason)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .csv_input import CsvRejected
 from .exceptions import (
-    BatchConflict, BatchNotFound, IdempotencyMismatch, MalformedRequest, TokenRequired, TooManyStreams,
-    UpstreamUnavailable,
+    BatchConflict, BatchNotFound, IdempotencyMismatch, MalformedRequest, StoreRefusedValue, StoreUnavailable,
+    TokenRequired, TooManyStreams, UpstreamUnavailable,
 )
+from .logs import in_batch_context
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,10 @@ STATUSES: dict[type[Exception], int] = {
     BatchConflict: 409,
     CsvRejected: 422,
     IdempotencyMismatch: 422,
+    StoreRefusedValue: 422,
     UpstreamUnavailable: 502,
     TooManyStreams: 503,
+    StoreUnavailable: 503,
 }
 
 # Headers that go with a status: how to authenticate (RFC 6750), when to come back.
@@ -48,11 +51,22 @@ def _http_message(exc: HTTPException) -> str:
     return exc.description or exc.name
 
 
+def _store_failure(exc: StoreUnavailable) -> StoreUnavailable:
+    """The failure naming its batch (from the address when the exception does not), logged with it."""
+    batch_id = exc.batch_id or (request.view_args or {}).get("batch_id")
+    if batch_id and not exc.batch_id:
+        exc = exc.about(batch_id)
+    in_batch_context(batch_id or "-", log.error)("answered 503: the job store is unavailable (%s)", exc.reason)
+    return exc
+
+
 def register(app: Flask) -> None:
     """Install handlers so that every error, expected or not, answers JSON without internals."""
 
     def domain_error(exc: MalformedRequest | CsvRejected):
         status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
+        if isinstance(exc, StoreUnavailable):
+            exc = _store_failure(exc)
         return jsonify(error_body(exc.message, exc.details)), status, HEADERS.get(status, {})
 
     for exception in STATUSES:

@@ -41,9 +41,17 @@ def error_body(message: str, details: list[dict] | None = None) -> dict:
     return {"error": message, "details": details or []}
 
 
+def _size(limit: int) -> str:
+    """A byte count as people read it: `1048576 bytes (1 MiB)`."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if limit >= scale:
+            return f"{limit} bytes ({limit / scale:.3g} {unit})"
+    return f"{limit} bytes"
+
+
 def _http_message(exc: HTTPException) -> str:
     if isinstance(exc, RequestEntityTooLarge):
-        return "The upload is too large."
+        return f"The upload is too large: the limit is {_size(request.max_content_length or 0)}."
     if exc.code == 404:
         return "There is nothing at this address."
     if exc.code == 405:

@@ -81,7 +81,9 @@ function errorFrom(status, data) {
   if (status === 401 && $("token")) {
     message = "The API token is missing or wrong: enter it in the API token field.";
   }
-  return new PageError(message, data && data.details);
+  const error = new PageError(message, data && data.details);
+  error.status = status;
+  return error;
 }
 
 function batchUrl(id, suffix) {
@@ -210,9 +212,19 @@ function setBusy(busy) {
 
 // --- following a batch -------------------------------------------------------
 
+// Live progress comes from the event stream. EventSource cannot send the API token, and a
+// server at its stream limit refuses the stream (503): in both cases the page asks for the
+// batch's document every POLL_MS instead, with the token, until the batch is final.
+const POLL_MS = 1000;
+let polling = null;
+
 function follow(id) {
   stopFollowing();
   setBusy(true);
+  if (authHeaders().Authorization) {
+    poll(id);
+    return;
+  }
   events = new EventSource(batchUrl(id, "/events"));
   events.onmessage = (message) => {
     const doc = JSON.parse(message.data);
@@ -222,20 +234,51 @@ function follow(id) {
       setBusy(false);
     }
   };
-  // While open, EventSource reconnects by itself; CLOSED means it gave up.
+  // While open, EventSource reconnects by itself; CLOSED means the stream was refused or lost.
   events.onerror = () => {
     if (events && events.readyState === EventSource.CLOSED) {
-      stopFollowing();
-      setBusy(false);
-      showError(new PageError("Lost the live progress of the batch. Reload the page to see where it stands."));
+      poll(id);
     }
   };
+}
+
+function poll(id) {
+  stopFollowing();
+  const mine = { stopped: false };
+  polling = mine;
+  const tick = async () => {
+    try {
+      const doc = (await send("GET", batchUrl(id))).data;
+      if (mine.stopped) return;
+      showBatch(doc);
+      if (FINAL.includes(doc.status)) {
+        stopFollowing();
+        setBusy(false);
+        return;
+      }
+    } catch (err) {
+      if (mine.stopped) return;
+      if (err.status !== 503) {  // 503: the server is busy or its store is back soon; keep asking
+        stopFollowing();
+        setBusy(false);
+        showError(err);
+        return;
+      }
+    }
+    mine.timer = setTimeout(tick, POLL_MS);
+  };
+  tick();
 }
 
 function stopFollowing() {
   if (events) {
     events.close();
     events = null;
+  }
+  if (polling) {
+    polling.stopped = true;
+    clearTimeout(polling.timer);
+    polling = null;
   }
 }
 

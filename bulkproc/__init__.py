@@ -11,6 +11,7 @@ from . import api, config, errors, logs, pages
 from .directory_client import DirectoryClient
 from .jobs import Jobs
 from .rate_limit import NoLimiter, RateLimiter
+from .rows import SETTLE_FACTOR
 from .store import Store
 from .streams import StreamSlots
 
@@ -32,12 +33,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["HOSPITAL_API_BASE_URL"], connect_timeout=app.config["CONNECT_TIMEOUT"],
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],
         pool_size=app.config["CONCURRENCY"] + 4, backoff=app.config["BACKOFF_SECONDS"],
-        rate_limit_pause=app.config["RATE_LIMIT_PAUSE"])
+        rate_limit_pause=app.config["RATE_LIMIT_PAUSE"], outage_grace=app.config["OUTAGE_GRACE"])
     limiter = RateLimiter(store, *app.config["CREATE_RATE"]) if app.config["CREATE_RATE"] else NoLimiter()
     app.extensions["bulkproc"] = Jobs(
         store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
-        settle_seconds=app.config["READ_TIMEOUT"])
+        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"])
     app.extensions["bulkproc.streams"] = StreamSlots(app.config["MAX_STREAMS"])
 
     app.register_blueprint(pages.bp)

@@ -10,6 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 DEFAULT_UPSTREAM = "https://hospital-directory.onrender.com"
+# Creations in flight at once when no create-rate limit paces them.
+UNLIMITED_CONCURRENCY = 20
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,13 @@ def _positive_int(text: str) -> int:
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
+        raise ValueError
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
         raise ValueError
     return value
 
@@ -72,13 +81,15 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "DATABASE_URL": (None, _database_url, "a sqlite:/// or postgresql:// URL"),
     "BULKPROC_MAX_ROWS": ("20", _positive_int, "a whole number of at least 1"),
     "BULKPROC_MAX_UPLOAD_BYTES": ("1048576", _positive_int, "a whole number of bytes"),
-    "BULKPROC_CONCURRENCY": ("20", _positive_int, "a whole number of at least 1"),
+    # Unset: the create rate's N, so that one window's creations go at once; 20 with no limiter.
+    "BULKPROC_CONCURRENCY": (None, _positive_int, "a whole number of at least 1"),
     "BULKPROC_CREATE_RATE": ("30/60", _rate, "N/S, such as 30/60, or 0 for no limit"),
     "BULKPROC_CONNECT_TIMEOUT": ("5", _positive_float, "a number of seconds above 0"),
     "BULKPROC_READ_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),
     "BULKPROC_MAX_ATTEMPTS": ("5", _positive_int, "a whole number of at least 1"),
     "BULKPROC_LEASE_SECONDS": ("10", _positive_float, "a number of seconds above 0"),
     "BULKPROC_API_TOKEN": ("", _token, "any text"),
+    "BULKPROC_OUTAGE_GRACE": ("120", _non_negative_float, "a number of seconds, 0 or more"),
     "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
@@ -102,4 +113,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             settings[key] = parse(text.strip())
         except ValueError:
             raise ConfigError(f"{variable}={text!r} is not valid: expected {expected}") from None
+    if settings["CONCURRENCY"] is None:
+        settings["CONCURRENCY"] = settings["CREATE_RATE"][0] if settings["CREATE_RATE"] else UNLIMITED_CONCURRENCY
     return settings

@@ -132,6 +132,7 @@ class DirectoryClient:
         self.sleep, self.clock, self.jitter = sleep, clock, jitter
         self._pool_size = pool_size
         self._last_answer: float | None = None
+        self._unreachable_since: float | None = None
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -165,6 +166,11 @@ class DirectoryClient:
                 session.close()
             self._sessions.clear()
 
+    def unreachable_for(self) -> float | None:
+        """Seconds since the directory became unreachable (no connection, 502/503/504), or None when it answers."""
+        since = self._unreachable_since
+        return None if since is None else self.clock() - since
+
     def attempts(self, what: str, deadline: float | None = None) -> Attempts:
         """A fresh pacing of tries for one call (`what` names it in errors)."""
         return Attempts(self, what, deadline)
@@ -173,10 +179,16 @@ class DirectoryClient:
               **kwargs: Any) -> requests.Response:
         """One HTTP exchange, with failures sorted into NotSent and MaybeLanded (and logged)."""
         try:
-            return self._exchange(method, path, timeout=timeout, **kwargs)
+            response = self._exchange(method, path, timeout=timeout, **kwargs)
         except (NotSent, MaybeLanded) as exc:
             log.warning("%s %s: %s", method, path, exc)
+            if not exc.unreachable:
+                self._unreachable_since = None  # it answered, if only to refuse
+            elif self._unreachable_since is None:
+                self._unreachable_since = self.clock()
             raise
+        self._unreachable_since = None
+        return response
 
     def _exchange(self, method: str, path: str, *, timeout: tuple[float, float] | None = None,
                   **kwargs: Any) -> requests.Response:
@@ -195,9 +207,11 @@ class DirectoryClient:
         if response.status_code == 429:
             raise NotSent("the directory's rate limit was hit (429)", rate_limited=True)
         if response.status_code >= 500:
+            # Only a gateway timeout leaves the application possibly still at work: anything else
+            # came from the application when it finished, or from an edge that could not reach it.
             raise MaybeLanded(f"the directory answered {response.status_code}",
                               unreachable=response.status_code in GATEWAY_STATUSES,
-                              answered=response.status_code not in GATEWAY_STATUSES)
+                              answered=response.status_code != 504)
         return response
 
     def _retrying(self, what: str, call: Callable[[], requests.Response],

@@ -24,11 +24,13 @@ from .exceptions import BatchConflict, BatchNotFound, StoreUnavailable, Upstream
 from .logs import in_batch_context
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
-from .states import EXISTING, FINAL, RESUMABLE, BatchStatus
+from .states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
 from .store import Batch, Store
 
 log = logging.getLogger(__name__)
 
+STOPPED_BATCH = "The service stopped before the batch finished; resume it to create the rows left pending."
+WAITING = "Waiting for the directory, unreachable for {seconds:.0f} s; the batch goes on when it is back."
 STORE_FAILED = ("The job store failed while the batch was processed; resume it to learn from the directory "
                 "which rows exist and to create the others.")
 
@@ -194,6 +196,9 @@ class Jobs:
             if todo:
                 self.client.wake(self.wake_timeout)
                 self.rows.create(batch_id, todo, deadline)
+            if self._stopping.is_set() and any(r.status == RowStatus.PENDING
+                                               for r in self.store.get_batch(batch_id).rows):
+                return STOPPED_BATCH
             return self._finish(batch_id, deadline)
         except StoreUnavailable:
             raise
@@ -216,15 +221,21 @@ class Jobs:
     @contextmanager
     def _leased(self, batch_id: str) -> Iterator[None]:
         """Renew this process's lease on the batch every third of its length while the block runs,
-        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`."""
+        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`.
+
+        Each renewal also banks the run's time so far, so a kill loses at most one renewal's worth,
+        and says in the batch's `error` when the directory is being waited for.
+        """
         done = threading.Event()
 
         def keep() -> None:
+            waiting = False
             while not done.wait(self.lease_seconds / 3):
                 try:
-                    if not self.store.renew_lease(batch_id, self.owner, self._lease_end()):
+                    if not self.store.renew_lease(batch_id, self.owner, self._lease_end(), self._clock()):
                         log.error("lost the lease: another process took the batch over")
                         return
+                    waiting = self._show_outage(batch_id, waiting)
                 except StoreUnavailable as exc:
                     log.warning("could not renew the lease: the job store is unavailable (%s)", exc.reason)
 
@@ -237,11 +248,24 @@ class Jobs:
             done.set()
             keeper.join()
 
+    def _show_outage(self, batch_id: str, shown: bool) -> bool:
+        """Say in the batch's error that the directory is being waited for, or clear it once it
+        answers again; return whether it is shown now."""
+        seconds = self.client.unreachable_for()
+        if seconds is not None:
+            self.store.set_error(batch_id, WAITING.format(seconds=seconds))
+            return True
+        if shown:
+            self.store.set_error(batch_id, None)
+        return False
+
     def _finish(self, batch_id: str, deadline: float) -> str | None:
-        """Activate the batch when every row exists; return the batch-level error, if any."""
+        """Activate the batch when every row exists, with no hospital upstream that no row owns,
+        and check once more after; return the batch-level error, if any."""
         batch = self.store.get_batch(batch_id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
+        self.rows.sweep(batch_id, deadline)
         self.store.set_status(batch_id, BatchStatus.ACTIVATING)
         try:
             self.client.activate_batch(batch_id, deadline)
@@ -249,6 +273,11 @@ class Jobs:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
         self.store.mark_activated(batch_id)
+        # A creation slower than our wait for it may land between the sweep and the activation.
+        try:
+            self.rows.sweep(batch_id, deadline)
+        except UpstreamError as exc:
+            log.error("the batch is active, but could not be checked for late duplicates: %s", exc)
         return None
 
     # -- rolling back --------------------------------------------------------------------

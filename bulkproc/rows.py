@@ -1,10 +1,13 @@
 """One row's life upstream: post it, sort a failure, reconcile before posting again, settle, sweep.
 
 A creation is not idempotent upstream, so what a failed POST means decides what happens next:
-- never sent (no connection, 429): nothing can land; post again.
+- never sent (no connection, 429): nothing can land; post again at once (after the back-off).
 - refused (4xx): the row fails with the directory's reason; nothing can land.
-- maybe landed (no answer, a dropped connection, 5xx): read the batch; take the row's hospital
-  if it is there, and post again only when it is not.
+- maybe landed (no answer, a dropped connection, 5xx): read the batch and take the row's
+  hospital if it is there. When the application did not answer, its creation may still be under
+  way: read again once it could have landed (SETTLE_FACTOR), and post again only if it did not.
+A creation slower even than that lands beside our second one: before activation, and once more
+after it, the batch is swept of hospitals no row owns (only we write into our batch ids).
 """
 
 from __future__ import annotations
@@ -24,6 +27,40 @@ from .store import Row, Store
 
 log = logging.getLogger(__name__)
 
+# A creation that has not answered within the read timeout may still land. We give it this many
+# read timeouts from when it was sent (three: a creation is 5 s, the read timeout covers a cold
+# start, so this is far past anything the upstream was seen to do) before reading the batch and
+# posting again; slower ones are the sweep's.
+SETTLE_FACTOR = 3
+STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
+
+
+class Tally:
+    """A thread-safe running count, for figures a metrics endpoint can export."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        """Count `n` more."""
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        """The count so far, in this process."""
+        return self._value
+
+
+# Late duplicates of our own creations deleted upstream by this process.
+duplicates_removed = Tally("duplicates_removed")
+
+
+class _Stopped(Exception):
+    """The service is shutting down while a row waits; it stays pending."""
+
 
 def matches(row: Row, hospital: Hospital) -> bool:
     """Whether the hospital carries the row's data."""
@@ -31,12 +68,16 @@ def matches(row: Row, hospital: Hospital) -> bool:
 
 
 def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
-    """Pair rows with the batch's hospitals upstream, each hospital to one row; (pairs, unmatched rows)."""
-    found: dict[Row, Hospital] = {}
+    """Pair rows with the batch's hospitals upstream, each hospital to one row, a row's recorded
+    hospital first; (pairs, unmatched rows)."""
+    by_id = {h.id: h for h in listing}
+    found = {r: by_id[r.hospital_id] for r in rows if r.hospital_id in by_id and matches(r, by_id[r.hospital_id])}
     for row in rows:
-        hospital = next((h for h in listing if h not in found.values() and matches(row, h)), None)
-        if hospital is not None:
-            found[row] = hospital
+        if row not in found:
+            taken = set(found.values())
+            hospital = next((h for h in listing if h not in taken and matches(row, h)), None)
+            if hospital is not None:
+                found[row] = hospital
     return found, [r for r in rows if r not in found]
 
 
@@ -48,8 +89,7 @@ class RowCreator:
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.client, self.limiter = store, client, limiter
         self._executor, self._stopping = executor, stopping
-        # How long a creation may take to land upstream: a resume waits this long after a row's
-        # last attempt before posting it again.
+        # How long after it was sent a creation may still land upstream.
         self.settle_seconds = settle_seconds
         self._clock = clock
 
@@ -78,6 +118,7 @@ class RowCreator:
                     break
                 if waiting and self._stopping.wait(wait_seconds):
                     log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+                    self.store.mark_rows_pending(batch_id, [r.row for r in waiting], STOPPED_ROW)
                     break
         finally:
             # Also when the store fails: whoever closes the batch must find no row still in flight.
@@ -90,12 +131,14 @@ class RowCreator:
         """On resume: record the rows that exist upstream and return the others, reset to pending.
 
         A creation sent just before its process died may still be on its way: the upstream shows a
-        hospital only once its work is over. Such rows are given time to land before anything is
-        decided; [] when shutdown interrupts that wait (the batch stays resumable as it was).
+        hospital only once its work is over. Rows whose last attempt may have reached the upstream
+        are given time to land first; rows whose attempts never did are known to be absent and wait
+        for nothing. [] when shutdown interrupts the wait (the batch stays resumable as it was).
         """
         rows = self.store.get_batch(batch_id).rows
         found, todo = match(rows, self.client.list_batch(batch_id, deadline))
-        settled_at = max((r.attempted_at or 0.0 for r in todo), default=0.0) + self.settle_seconds
+        settled_at = max((r.attempted_at + self.settle_seconds for r in todo if r.attempted_at is not None),
+                         default=0.0)
         if settled_at > self._clock():
             log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
             if self._stopping.wait(settled_at - self._clock()):
@@ -108,6 +151,17 @@ class RowCreator:
             self.store.mark_rows_pending(batch_id, [r.row for r in todo])
         log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
         return todo
+
+    def sweep(self, batch_id: str, deadline: float | None = None) -> int:
+        """Delete the batch's hospitals upstream that no row owns (late duplicates); return how many."""
+        owned = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.status in EXISTING}
+        extra = [h for h in self.client.list_batch(batch_id, deadline) if h.id not in owned]
+        removed = sum(self.client.delete_hospital(h.id, deadline) for h in extra)
+        if extra:
+            log.warning("duplicates_removed=%d: late duplicates of our own retries deleted (ids %s)",
+                        removed, ", ".join(str(h.id) for h in extra))
+            duplicates_removed.add(removed)
+        return removed
 
     # -- one row ---------------------------------------------------------------------------
 
@@ -125,6 +179,9 @@ class RowCreator:
             log.warning("row %d refused: %s", row.row, exc)
             # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
             self.store.record_row_failed(batch_id, row.row, str(exc), may_have_landed=False)
+        except _Stopped:
+            log.warning("row %d left pending: shutting down", row.row)
+            self.store.mark_rows_pending(batch_id, [row.row], STOPPED_ROW)
         except UpstreamError as exc:
             log.warning("row %d failed: %s", row.row, exc)
             self.store.record_row_failed(batch_id, row.row, str(exc))
@@ -143,21 +200,38 @@ class RowCreator:
         attempts = self.client.attempts(f"creating row {row.row}", deadline)
         first = True
         while True:
+            sent_at = self._clock()
             if not first:
                 self.limiter.acquire(deadline)
-                self.store.mark_rows_in_flight(batch_id, [row.row], self._clock())
+                sent_at = self._clock()
+                self.store.mark_rows_in_flight(batch_id, [row.row], sent_at)
             first = False
             try:
                 return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
             except NotSent as exc:
+                self.store.mark_row_unsent(batch_id, row.row)
                 # A shared limiter holds every creation back after a 429; without one, we wait here.
                 attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
             except MaybeLanded as exc:
-                found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+                found = self._landed(batch_id, row, exc, sent_at, deadline)
                 if found is not None:
                     log.info("row %d was created by an attempt whose answer was lost (%s)", row.row, exc)
                     return found
                 attempts.wait_after(exc)
+
+    def _landed(self, batch_id: str, row: Row, failure: MaybeLanded, sent_at: float,
+                deadline: float | None) -> Hospital | None:
+        """The row's hospital if the failed attempt created it, read once it could have landed."""
+        found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+        if found is not None or failure.answered:
+            return found
+        settled_at = sent_at + self.settle_seconds
+        if settled_at > self._clock():
+            log.info("row %d: waiting %.1f s for a creation that may still land", row.row, settled_at - self._clock())
+            if self._stopping.wait(settled_at - self._clock()):
+                raise _Stopped
+            found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+        return found
 
     def _find(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
         """This row's hospital in the listing: same name, address and phone, not claimed by another row."""

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import logging
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server, select_address_family
 
 CAPACITY = 10_000
 BATCH_CAP = 20
@@ -26,13 +29,17 @@ DOCUMENTED_LIMITS = {"create": 30, "health": 100, "other": 50}
 OPS = frozenset(
     {"health", "list", "create", "get", "update", "delete", "list_batch", "activate", "delete_batch"}
 )
-PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit", "reject_422"})
+PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit", "reject_422", "hang"})
 POST_FAULTS = frozenset({"store_then_500", "store_then_drop", "store_then_hang"})
+LATENCY_FAULTS = frozenset({"slow"})
+FAULT_KINDS = PRE_FAULTS | POST_FAULTS | LATENCY_FAULTS
 REQUEST_STATS = {"create": "create_requests", "activate": "activate_requests", "list_batch": "batch_reads"}
 STAT_KEYS = (
     "create_requests", "created", "rate_limited", "activations",
     "activate_requests", "batch_reads", "faults_fired", "max_in_flight",
 )
+_log = logging.getLogger(__name__)
+
 BAD_GATEWAY_HTML = (
     "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
     "<body><h1>Bad Gateway</h1><p>The service is waking up or overloaded. "
@@ -53,6 +60,7 @@ class _Fault:
     kind: str
     times: int
     after: int
+    seconds: float | None = None
 
 
 def _error(kind: str, loc: list[Any], msg: str, value: Any) -> dict[str, Any]:
@@ -179,20 +187,30 @@ class Simulator:
         self._faults: dict[str, list[_Fault]] = {op: [] for op in OPS}
         self._hangs: set[threading.Event] = set()
         self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
         self._last_seen: float | None = None
         self._waking: threading.Event | None = None
         self.app = self._build_app()
 
     # --- public controls -------------------------------------------------
 
-    def add_fault(self, op: str, kind: str, times: int = 1, after: int = 0) -> None:
-        """Make the next `times` requests of `op`, after skipping `after`, fail as `kind`; ValueError if unknown."""
+    def add_fault(self, op: str, kind: str, times: int = 1, after: int = 0,
+                  seconds: float | None = None) -> None:
+        """Make the next `times` requests of `op`, after skipping `after`, behave as `kind`; ValueError if unknown.
+
+        `seconds` is how long a "slow" request takes (required for it) or how long a "hang" or
+        "store_then_hang" is held (default: hang_seconds); other kinds ignore it.
+        """
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; expected one of {sorted(OPS)}")
-        if kind not in PRE_FAULTS | POST_FAULTS:
-            raise ValueError(f"unknown fault kind {kind!r}")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if kind in LATENCY_FAULTS and seconds is None:
+            raise ValueError(f"a {kind!r} fault needs seconds=")
+        if seconds is not None and seconds < 0:
+            raise ValueError(f"seconds must not be negative, got {seconds!r}")
         with self._lock:
-            self._faults[op].append(_Fault(kind, times, after))
+            self._faults[op].append(_Fault(kind, times, after, seconds))
 
     def clear_faults(self) -> None:
         """Forget every scripted fault not yet fired."""
@@ -207,8 +225,13 @@ class Simulator:
             return [dict(h) for h in self._store.values()
                     if wanted is None or h["creation_batch_id"] == wanted]
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being handled; False if `timeout` seconds passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
     def release_hangs(self) -> None:
-        """Let every request held by a store_then_hang fault answer now."""
+        """End every hang and store_then_hang now (a hang drops its connection, a store_then_hang answers)."""
         with self._lock:
             for gate in self._hangs:
                 gate.set()
@@ -272,6 +295,8 @@ class Simulator:
     def _leave(self, _exc: BaseException | None) -> None:
         with self._lock:
             self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     def _wait_until_awake(self) -> None:
         if self.cold_start <= 0:
@@ -300,14 +325,29 @@ class Simulator:
                 self._bump(REQUEST_STATS[op])
             if not self._admit(op):
                 return self._too_many(op)
-            kind = self._take_fault(op)
+            fault = self._take_fault(op)
+            kind = None if fault is None else fault.kind
             if kind in PRE_FAULTS:
-                return self._pre_fault(op, kind)
+                return self._pre_fault(op, fault)
+            if kind in LATENCY_FAULTS:
+                self._take_time(op, fault.seconds)
             response = view(**kwargs)
-            if kind is not None and response.status_code < 300:
-                return self._post_fault(kind, response)
+            if kind in POST_FAULTS and response.status_code < 300:
+                return self._post_fault(fault, response)
             return response
         return handle
+
+    def _take_time(self, op: str, seconds: float | None) -> None:
+        # A creation spends its time after the batch cap check, like the upstream, so it takes the
+        # latency in place of its delay; the other operations have no delay and wait before acting.
+        if op == "create":
+            g.latency = seconds
+        else:
+            self.sleep(seconds or 0.0)
+
+    def _creation_delay(self) -> float:
+        latency = g.pop("latency", None)
+        return self.delay if latency is None else latency
 
     def _bump(self, key: str, by: int = 1) -> None:
         with self._lock:
@@ -342,7 +382,7 @@ class Simulator:
         response.status_code = 429
         return response
 
-    def _take_fault(self, op: str) -> str | None:
+    def _take_fault(self, op: str) -> _Fault | None:
         with self._lock:
             fired = None
             for fault in self._faults[op]:
@@ -354,9 +394,15 @@ class Simulator:
             if fired is None:
                 return None
             self.stats["faults_fired"] += 1
-            return fired.kind
+            return fired
 
-    def _pre_fault(self, op: str, kind: str) -> Response:
+    def _pre_fault(self, op: str, fault: _Fault) -> Response:
+        kind = fault.kind
+        if kind == "hang":
+            # Held without storing anything, then cut: the client can only see a timeout or a drop.
+            self._hang(fault.seconds)
+            self._drop_connection()
+            return _detail("Internal Server Error", 500)
         if kind == "rate_limit":
             return self._too_many(op)
         if kind == "html_502":
@@ -368,13 +414,13 @@ class Simulator:
             return response
         return _detail("Internal Server Error", 500)
 
-    def _post_fault(self, kind: str, response: Response) -> Response:
-        if kind == "store_then_500":
+    def _post_fault(self, fault: _Fault, response: Response) -> Response:
+        if fault.kind == "store_then_500":
             return _detail("Internal Server Error", 500)
-        if kind == "store_then_drop":
+        if fault.kind == "store_then_drop":
             self._drop_connection()
         else:
-            self._hang()
+            self._hang(fault.seconds)
         return response
 
     def _drop_connection(self) -> None:
@@ -385,12 +431,12 @@ class Simulator:
             raise ConnectionAbortedError("store_then_drop needs a real server connection")
         sock.shutdown(socket.SHUT_RDWR)
 
-    def _hang(self) -> None:
+    def _hang(self, seconds: float | None) -> None:
         # A real wait, not the injected sleep, so release_hangs() can end it at shutdown.
         gate = threading.Event()
         with self._lock:
             self._hangs.add(gate)
-        gate.wait(self.hang_seconds)
+        gate.wait(self.hang_seconds if seconds is None else seconds)
         with self._lock:
             self._hangs.discard(gate)
 
@@ -427,7 +473,7 @@ class Simulator:
             if full:
                 return _detail(f"Batch cannot exceed {BATCH_CAP} hospitals", 400)
         # Like the upstream, the cap is checked before the delay and not again, so racing creates can pass it.
-        self.sleep(self.delay)
+        self.sleep(self._creation_delay())
         return jsonify(self._insert(fields))
 
     def _get(self, hospital_id: str) -> Response:
@@ -499,33 +545,156 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class ServedSimulator:
-    """A Simulator served by a threaded werkzeug server on a background thread."""
+    """A Simulator served by a threaded werkzeug server on a background thread, which can refuse connections."""
+
+    # How long accept() keeps trying to bind the port again while something else holds it.
+    rebind_seconds = 5.0
 
     def __init__(self, sim: Simulator, server: BaseWSGIServer) -> None:
         self.sim = sim
         self.url = f"http://{server.host}:{server.port}"
-        self._server = server
-        # A short poll interval keeps stop() quick; the default would cost 0.5 s per server.
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=f"simulator-{server.port}", daemon=True)
-        self._thread.start()
+        self._host, self._port = server.host, server.port
+        self._handler = server.RequestHandlerClass
+        self._app = server.app
+        server.app = self._count_request
+        # One lock orders every transition (refuse, accept, stop) and the request countdown.
+        self._lock = threading.RLock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._generation = 0
+        self._countdown: tuple[int, float] | None = None  # requests until an outage, its seconds
+        self._timers: list[threading.Thread] = []
         self._stopped = False
+        self._stopping = threading.Event()
+        self._listen_on(server)
+
+    @property
+    def refusing(self) -> bool:
+        """True while the port is closed (refused connections) and the server is not stopped."""
+        with self._lock:
+            return self._server is None and not self._stopped
+
+    def refuse(self) -> None:
+        """Close the listening socket now so new connections are refused (in-flight requests finish); RuntimeError after stop()."""
+        with self._lock:
+            self._check_running()
+            self._supersede()
+            self._close_listener()
+
+    def accept(self) -> None:
+        """Bind the same port again and serve; OSError if it stays taken for rebind_seconds, RuntimeError after stop()."""
+        with self._lock:
+            self._check_running()
+            self._supersede()
+            if self._server is None:
+                self._listen_on(self._bind())
+
+    def refuse_connections(self, seconds: float, after_requests: int = 0) -> None:
+        """Refuse connections for `seconds`, from now or once the `after_requests`-th next request arrives.
+
+        The request that starts the outage is still answered. A later refuse, accept or
+        refuse_connections call replaces this one. RuntimeError after stop().
+        """
+        with self._lock:
+            self._check_running()
+            self._supersede()
+            if after_requests > 0:
+                self._countdown = (after_requests, seconds)
+            else:
+                self._begin_outage(seconds)
 
     def stop(self) -> None:
-        """Stop serving, wait for in-flight requests, and close the listening socket."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.sim.release_hangs()
-        self._server.shutdown()
-        self._thread.join()
-        self._server.server_close()
+        """Stop serving (whether serving or refusing), end hangs, and close the listening socket."""
+        self._stopping.set()
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._supersede()
+            self.sim.release_hangs()
+            self._close_listener()
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.join()
 
     def __enter__(self) -> ServedSimulator:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def _supersede(self) -> None:
+        """Cancel any pending outage start or end: the latest control call wins."""
+        self._generation += 1
+        self._countdown = None
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RuntimeError("the simulator has been stopped")
+
+    def _count_request(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self._lock:
+            if self._countdown is not None:
+                left, seconds = self._countdown
+                self._countdown = (left - 1, seconds) if left > 1 else None
+                if left <= 1:
+                    self._begin_outage(seconds)
+        return self._app(environ, start_response)
+
+    def _begin_outage(self, seconds: float) -> None:
+        self._close_listener()
+        _log.info("refusing connections on port %s for %g s", self._port, seconds)
+        timer = threading.Thread(target=self._end_outage, args=(self._generation, seconds),
+                                 name=f"simulator-outage-{self._port}", daemon=True)
+        self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _end_outage(self, generation: int, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            return
+        with self._lock:
+            if generation != self._generation or self._stopped:
+                return
+            try:
+                self._listen_on(self._bind())
+            except OSError as exc:
+                if not self._stopping.is_set():
+                    _log.error("could not listen on port %s again: %s", self._port, exc)
+                return
+        _log.info("accepting connections on port %s again", self._port)
+
+    def _bind(self) -> BaseWSGIServer:
+        # SO_REUSEADDR (werkzeug sets it) covers connections still in TIME_WAIT; a client's
+        # ephemeral port or another server can still hold the port briefly, hence the retries.
+        deadline = time.monotonic() + self.rebind_seconds
+        family = select_address_family(self._host, self._port)
+        while True:
+            try:
+                # Bound here because werkzeug answers a taken port with sys.exit(1).
+                with socket.create_server((self._host, self._port), family=family) as sock:
+                    return make_server(self._host, self._port, self._count_request, threaded=True,
+                                       request_handler=self._handler, fd=sock.fileno())
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+            if self._stopping.wait(0.05):
+                raise OSError(errno.ECANCELED, "stopped while binding the port again")
+
+    def _listen_on(self, server: BaseWSGIServer) -> None:
+        self._server = server
+        # A short poll interval keeps stop() quick; the default would cost 0.5 s per server.
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=f"simulator-{self._port}", daemon=True)
+        self._thread.start()
+
+    def _close_listener(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 def _make_server(sim: Simulator, host: str, port: int, verbose: bool) -> BaseWSGIServer:
@@ -540,8 +709,8 @@ def serve(sim: Simulator, host: str = "127.0.0.1", port: int = 0, verbose: bool 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bulkproc.simulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    parser.add_argument("--port", type=int, default=9000, help="port to listen on; 0 picks a free one")
     parser.add_argument("--delay", type=float, default=5.0, help="seconds each creation takes")
     parser.add_argument("--create-limit", type=int, default=30, help="creations per window; 0 = no limit")
     parser.add_argument("--other-limit", type=int, default=50)
@@ -549,6 +718,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=60.0, help="rate-limit window in seconds")
     parser.add_argument("--cold-start", type=float, default=0.0, help="seconds a sleeping instance takes to wake")
     parser.add_argument("--idle-after", type=float, default=900.0, help="idle seconds before it sleeps")
+    parser.add_argument("--refuse-for", type=float, default=0.0, metavar="SECONDS",
+                        help="refuse connections for this long (an outage), once")
+    parser.add_argument("--refuse-after", type=int, default=0, metavar="REQUESTS",
+                        help="start that outage when this many requests have arrived (0 = at start-up)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
@@ -557,19 +730,31 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _log_to_stdout() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    _log.addHandler(handler)
+    _log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve a simulator in the foreground until Ctrl-C or SIGTERM."""
     args = _parse_args(argv)
     sim = Simulator(delay=args.delay, create_limit=args.create_limit, window=args.window,
                     other_limit=args.other_limit, health_limit=args.health_limit,
                     cold_start=args.cold_start, idle_after=args.idle_after)
-    server = _make_server(sim, args.host, args.port, args.verbose)
-    # serve_forever swallows KeyboardInterrupt and closes the server, so both signals exit cleanly;
     # SIGINT is set explicitly because a shell's background job starts with it ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
-    print(f"Hospital Directory simulator listening on http://{server.host}:{server.port}", flush=True)
-    server.serve_forever()
+    _log_to_stdout()
+    try:
+        with serve(sim, args.host, args.port, args.verbose) as served:
+            print(f"Hospital Directory simulator listening on {served.url}", flush=True)
+            if args.refuse_for > 0:
+                served.refuse_connections(args.refuse_for, after_requests=args.refuse_after)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
-    Boolean, Column, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String,
+    Boolean, Column, case, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String,
     Table, Text, create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import make_url
@@ -343,6 +343,10 @@ class Store:
             values["attempted_at"] = None
         self._change(batch_id, [row], **values)
 
+    def mark_row_unsent(self, batch_id: str, row: int) -> None:
+        """The row's last attempt never reached the upstream: nothing of it can land later."""
+        self._change(batch_id, [row], attempted_at=None)
+
     def mark_rows_failed(self, batch_id: str, rows: Iterable[int], error: str) -> None:
         """These rows failed for one reason (a deadline, the directory unreachable)."""
         self._change(batch_id, rows, status=RowStatus.FAILED, error=error)
@@ -390,12 +394,17 @@ class Store:
         self._notify()
         return taken == 1
 
-    def renew_lease(self, batch_id: str, owner: str, until: float) -> bool:
-        """Extend `owner`'s lease; False when the batch is no longer its own."""
+    def renew_lease(self, batch_id: str, owner: str, until: float, now: float | None = None) -> bool:
+        """Extend `owner`'s lease, and with `now` bank the run's time so far (a kill then loses at
+        most one renewal's worth); False when the batch is no longer its own."""
+        values: dict = {"lease_expires": until}
+        if now is not None:
+            values["elapsed"] = batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)
+            values["run_started_at"] = case((batches.c.run_started_at.is_(None), None), else_=now)
         with self._write() as conn:
             return conn.execute(update(batches).where(
                 batches.c.id == batch_id, batches.c.lease_owner == owner,
-            ).values(lease_expires=until)).rowcount == 1
+            ).values(**values)).rowcount == 1
 
     # -- the create-rate limiter ---------------------------------------------------------
 

@@ -39,6 +39,7 @@ def make_app(tmp_path: Path, upstream: ServedSimulator) -> Iterator[Callable[...
             "RATE_LIMIT_PAUSE": 0.05,
             "LEASE_SECONDS": 2.0,
             "WAKE_TIMEOUT": 2.0,
+            "OUTAGE_GRACE": 0.5,
             **overrides,
         }
         app = create_app(config)

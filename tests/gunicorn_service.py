@@ -39,6 +39,7 @@ def service_env(upstream_url: str, database_url: str, **extra: str) -> dict[str,
         "BULKPROC_BACKOFF_SECONDS": "0.01",
         "BULKPROC_READ_TIMEOUT": "2",
         "BULKPROC_WAKE_TIMEOUT": "5",
+        "BULKPROC_OUTAGE_GRACE": "2",
         "PYTHONUNBUFFERED": "1",
         **extra,
     })

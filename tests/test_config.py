@@ -19,10 +19,22 @@ def test_defaults_follow_the_contract():
 
     assert settings["HOSPITAL_API_BASE_URL"] == "https://hospital-directory.onrender.com"
     assert settings["DATABASE_URL"] is None
-    assert (settings["MAX_ROWS"], settings["MAX_UPLOAD_BYTES"], settings["CONCURRENCY"]) == (20, 1048576, 20)
+    assert (settings["MAX_ROWS"], settings["MAX_UPLOAD_BYTES"], settings["CONCURRENCY"]) == (20, 1048576, 30)
     assert settings["CREATE_RATE"] == (30, 60.0)
     assert (settings["CONNECT_TIMEOUT"], settings["READ_TIMEOUT"]) == (5.0, 90.0)
     assert (settings["MAX_ATTEMPTS"], settings["LEASE_SECONDS"], settings["API_TOKEN"]) == (5, 10.0, None)
+    assert settings["OUTAGE_GRACE"] == 120.0
+
+
+@pytest.mark.parametrize("environ,concurrency", [
+    ({}, 30),
+    ({"BULKPROC_CREATE_RATE": "12/60"}, 12),
+    ({"BULKPROC_CREATE_RATE": "0"}, 20),
+    ({"BULKPROC_CREATE_RATE": "12/60", "BULKPROC_CONCURRENCY": "7"}, 7),
+], ids=["default-rate", "other-rate", "no-limiter", "set"])
+def test_concurrency_follows_the_create_rate_unless_set(environ, concurrency):
+    # One window's creations go up together: fewer seats would send a window in two rounds.
+    assert from_env(environ)["CONCURRENCY"] == concurrency
 
 
 @pytest.mark.parametrize("variable,text,key,value", [
@@ -32,6 +44,8 @@ def test_defaults_follow_the_contract():
     ("BULKPROC_API_TOKEN", "t", "API_TOKEN", "t"),
     ("BULKPROC_READ_TIMEOUT", " 30 ", "READ_TIMEOUT", 30.0),
     ("DATABASE_URL", "postgres://u@db/jobs", "DATABASE_URL", "postgres://u@db/jobs"),
+    ("BULKPROC_OUTAGE_GRACE", "0", "OUTAGE_GRACE", 0.0),
+    ("BULKPROC_OUTAGE_GRACE", "30.5", "OUTAGE_GRACE", 30.5),
 ])
 def test_values_are_parsed(variable, text, key, value):
     assert from_env({variable: text})[key] == value
@@ -42,6 +56,7 @@ def test_values_are_parsed(variable, text, key, value):
     ("BULKPROC_CREATE_RATE", "30"), ("BULKPROC_CREATE_RATE", "30/0"), ("BULKPROC_READ_TIMEOUT", "nan"),
     ("HOSPITAL_API_BASE_URL", "hospital-directory.onrender.com"),
     ("DATABASE_URL", "jobs.sqlite3"), ("DATABASE_URL", "mysql://db/jobs"),
+    ("BULKPROC_OUTAGE_GRACE", "-1"), ("BULKPROC_OUTAGE_GRACE", "soon"),
 ])
 def test_a_bad_value_names_its_variable(variable, text):
     with pytest.raises(ConfigError, match=variable):

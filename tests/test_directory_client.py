@@ -8,11 +8,10 @@ import responses
 from responses.registries import OrderedRegistry
 
 from bulkproc.directory_client import DirectoryClient
-from bulkproc.exceptions import Refused
+from bulkproc.exceptions import GaveUp, Refused
 
 BASE = "http://directory.test"
 BATCH = "550e8400-e29b-41d4-a716-446655440000"
-CREATE = f"{BASE}/hospitals/"
 LIST = f"{BASE}/hospitals/batch/{BATCH}"
 ACTIVATE = f"{LIST}/activate"
 
@@ -141,3 +140,54 @@ def test_every_call_has_a_timeout_and_sessions_are_per_thread(client):
         t.join()
     assert len({id(s) for s in sessions}) == 3
     assert client.timeout == (5.0, 90.0)
+
+
+class FakeTime:
+    """A monotonic clock that only the client's own sleeps move."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_an_unreachable_directory_is_waited_out_for_the_grace_trying_at_least_every_5_s():
+    fake = FakeTime()
+    client = DirectoryClient(BASE, max_attempts=2, backoff=1.0, outage_grace=60.0, sleep=fake.sleep,
+                             clock=lambda: fake.now, jitter=lambda: 1.0)
+    for failure in [requests.exceptions.ConnectTimeout("connect timed out")] * 6 + [{"status": 503}] * 2:
+        responses.get(LIST, **({"body": failure} if isinstance(failure, Exception) else failure))
+    responses.get(LIST, json=[hospital()])
+
+    assert len(client.list_batch(BATCH)) == 1  # eight failures, though max_attempts is 2
+    assert fake.sleeps == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+    assert client.unreachable_for() is None  # it answers again
+    client.close()
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_an_outage_longer_than_the_grace_gives_up_and_says_so():
+    fake = FakeTime()
+    client = DirectoryClient(BASE, max_attempts=2, backoff=1.0, outage_grace=12.0, sleep=fake.sleep,
+                             clock=lambda: fake.now, jitter=lambda: 1.0)
+    for _ in range(5):
+        responses.get(LIST, body=requests.exceptions.ConnectTimeout("connect timed out"))
+
+    with pytest.raises(GaveUp, match="stayed unreachable for 12 s.*could not connect"):
+        client.list_batch(BATCH)
+    assert fake.sleeps == [1.0, 2.0, 4.0, 5.0]
+    assert client.unreachable_for() == 12.0
+    client.close()
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_delete_hospital_counts_404_as_gone(client):
+    responses.delete(f"{BASE}/hospitals/9", status=204)
+    responses.delete(f"{BASE}/hospitals/9", status=404, json={"detail": "Hospital not found"})
+
+    assert client.delete_hospital(9) is True
+    assert client.delete_hospital(9) is False

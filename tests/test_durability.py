@@ -122,6 +122,8 @@ def test_a_killed_service_leaves_an_interrupted_batch_that_resume_finishes_creat
 
     wait_until(lambda: sim.stats["created"] >= 5 and sim.stats["create_requests"] >= 10,
                timeout=15, what="the first creations to land and the next to be in flight")
+    wait_until(lambda: service.batch(batch_id)["processing_time_seconds"] >= 1.5, timeout=15,
+               what="the run to have lasted 1.5 s")
     service.kill()
     # The dead worker's last POSTs still land upstream; resume must find them, so let them finish first.
     wait_until(lambda: sim.stats["created"] == sim.stats["create_requests"], timeout=5,
@@ -134,11 +136,14 @@ def test_a_killed_service_leaves_an_interrupted_batch_that_resume_finishes_creat
     assert interrupted["batch_activated"] is False
     assert interrupted["processed_hospitals"] < 20
     assert any(r["status"] in ("pending", "in_progress") for r in interrupted["hospitals"])
+    # The killed run's time, up to its last lease renewal (every third of a second here), is kept.
+    assert interrupted["processing_time_seconds"] >= 1.0, interrupted
 
     sim.delay = 0.2
     resumed = restarted.post(f"/hospitals/bulk/{batch_id}/resume")
     assert resumed.status_code == 200, resumed.text
     assert_completed(resumed.json(), sim, 20)
+    assert resumed.json()["processing_time_seconds"] > interrupted["processing_time_seconds"]
     # At most once: the rows that had landed were found, not posted again.
     assert sim.stats["create_requests"] == 20
     assert sim.stats["activations"] == 1

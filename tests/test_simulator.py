@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import selectors
+import socket
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from bulkproc.simulator import create_simulator, serve
+from tests.gunicorn_service import wait_until
 
 BATCH = "550e8400-e29b-41d4-a716-446655440000"
 NOT_FOUND_BATCH = "No hospitals found with the specified batch ID"
@@ -310,6 +315,214 @@ def test_clear_faults_and_reset(up):
     assert create(up).json()["id"] > first["id"]
 
 
+def test_slow_create_takes_its_seconds_instead_of_the_delay_and_stores(start):
+    slept = []
+    server = start(delay=5.0, sleep=slept.append)
+    server.sim.add_fault("create", "slow", seconds=3.0)
+    hospital = create(server, "Slow", batch=BATCH).json()
+    assert slept == [3.0]
+    assert server.sim.hospitals(BATCH) == [hospital]
+    assert create(server, "Next").status_code == 200
+    assert slept == [3.0, 5.0]
+    assert server.sim.stats["faults_fired"] == 1
+
+
+def test_slow_create_is_refused_by_the_batch_cap_before_its_delay(start):
+    slept = []
+    server = start(delay=5.0, sleep=slept.append)
+    for n in range(20):
+        create(server, f"H{n}", batch=BATCH)
+    server.sim.add_fault("create", "slow", seconds=3.0)
+    assert create(server, "H20", batch=BATCH).status_code == 400
+    assert slept == [5.0] * 20
+
+
+def test_slow_create_over_the_rate_limit_is_429_and_the_fault_waits(start):
+    slept = []
+    server = start(create_limit=1, clock=FakeClock(), sleep=slept.append)
+    assert create(server).status_code == 200
+    server.sim.add_fault("create", "slow", seconds=3.0)
+    assert create(server).status_code == 429
+    assert slept == [0.05] and server.sim.stats["faults_fired"] == 0
+
+
+@pytest.mark.parametrize(("op", "method", "path", "status"), [
+    ("list_batch", "GET", f"/hospitals/batch/{BATCH}", 200),
+    ("activate", "PATCH", f"/hospitals/batch/{BATCH}/activate", 200),
+    ("health", "GET", "/", 200),
+    ("delete_batch", "DELETE", f"/hospitals/batch/{BATCH}", 200),
+])
+def test_slow_fault_on_other_operations_waits_then_acts(start, op, method, path, status):
+    slept = []
+    server = start(delay=0.0, sleep=slept.append)
+    create(server, batch=BATCH)
+    server.sim.add_fault(op, "slow", seconds=2.5)
+    assert call(server, method, path).status_code == status
+    assert slept == [0.0, 2.5]
+
+
+def test_slow_create_lands_after_the_client_gave_up(start):
+    server = start()
+    server.sim.add_fault("create", "slow", seconds=0.6)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        call(server, "POST", "/hospitals/", json={"name": "Late", "address": "B"}, timeout=(2, 0.1))
+    assert server.sim.wait_idle(timeout=10)
+    assert [h["name"] for h in server.sim.hospitals()] == ["Late"]
+
+
+@pytest.mark.parametrize("seconds", [None, -1.0])
+def test_slow_fault_needs_seconds(up, seconds):
+    with pytest.raises(ValueError):
+        up.sim.add_fault("create", "slow", seconds=seconds)
+
+
+def test_hang_fault_holds_the_request_and_stores_nothing(up):
+    up.sim.add_fault("create", "hang")  # held for hang_seconds (30 s) unless released
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        call(up, "POST", "/hospitals/", json={"name": "A", "address": "B"}, timeout=(2, 0.1))
+    up.sim.release_hangs()
+    assert up.sim.wait_idle(timeout=10)
+    assert up.sim.hospitals() == [] and up.sim.stats["faults_fired"] == 1
+
+
+def test_hang_fault_with_seconds_ends_in_a_dropped_connection(up, capfd):
+    up.sim.add_fault("create", "hang", seconds=0.05)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        create(up)
+    assert up.sim.hospitals() == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_store_then_hang_seconds_overrides_hang_seconds(up):
+    up.sim.add_fault("create", "store_then_hang", seconds=0.05)
+    assert create(up).status_code == 200  # hang_seconds is 30 s; the client waits at most 5
+    assert len(up.sim.hospitals()) == 1
+
+
+def address(server):
+    parts = urlsplit(server.url)
+    return parts.hostname, parts.port
+
+
+def connect_errno(server):
+    """Connect once to the server's port: None when accepted, else the error number."""
+    try:
+        socket.create_connection(address(server), timeout=5).close()
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+def healthy(server):
+    try:
+        return call(server, "GET", "/").status_code == 200
+    except requests.exceptions.ConnectionError:
+        return False
+
+
+def outage_timers():
+    return [t for t in threading.enumerate() if t.name.startswith("simulator-outage-")]
+
+
+def test_refuse_closes_the_port_until_accept(up):
+    url = up.url
+    up.refuse()
+    assert up.refusing
+    assert connect_errno(up) == errno.ECONNREFUSED
+    with pytest.raises(requests.exceptions.ConnectionError):
+        call(up, "GET", "/")
+    up.accept()
+    assert not up.refusing and up.url == url
+    assert call(up, "GET", "/").status_code == 200
+
+
+def test_refuse_connections_reopens_the_same_port_after_its_seconds(up):
+    create(up, "Before")
+    up.refuse_connections(0.2)
+    assert connect_errno(up) == errno.ECONNREFUSED
+    wait_until(lambda: healthy(up), timeout=10, what="the port to open again")
+    assert not up.refusing
+    assert [h["name"] for h in up.sim.hospitals()] == ["Before"]
+
+
+def test_request_in_flight_finishes_while_refusing(up):
+    up.sim.add_fault("create", "slow", seconds=0.5)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(create, up, "In flight")
+        wait_until(lambda: up.sim.stats["create_requests"] == 1, timeout=10, what="the create to arrive")
+        up.refuse()
+        assert pending.result(timeout=10).status_code == 200
+    assert connect_errno(up) == errno.ECONNREFUSED
+    assert [h["name"] for h in up.sim.hospitals()] == ["In flight"]
+
+
+def test_outage_starts_when_the_nth_request_arrives_and_that_one_is_answered(up):
+    up.refuse_connections(60, after_requests=2)
+    assert [call(up, "GET", "/").status_code for _ in range(2)] == [200, 200]
+    assert connect_errno(up) == errno.ECONNREFUSED
+    up.accept()
+    assert call(up, "GET", "/").status_code == 200
+
+
+def test_the_latest_control_call_wins(up):
+    up.refuse_connections(0.05)
+    up.refuse()
+    for timer in outage_timers():
+        timer.join(timeout=10)
+    assert up.refusing and connect_errno(up) == errno.ECONNREFUSED
+    up.refuse_connections(60, after_requests=1)
+    up.accept()
+    assert [call(up, "GET", "/").status_code for _ in range(2)] == [200, 200]
+
+
+@pytest.mark.parametrize("state", ["serving", "refusing", "outage", "countdown", "stopped"])
+def test_stop_works_in_every_state(start, state):
+    server = start()
+    {"serving": lambda: None, "refusing": server.refuse, "outage": lambda: server.refuse_connections(60),
+     "countdown": lambda: server.refuse_connections(60, after_requests=5), "stopped": server.stop}[state]()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(server.stop).result(timeout=10)  # far less than the 60 s outage
+    server.stop()
+    assert outage_timers() == []
+    assert connect_errno(server) == errno.ECONNREFUSED and not server.refusing
+    with pytest.raises(RuntimeError):
+        server.accept()
+
+
+def test_accept_keeps_trying_while_the_port_is_taken(up, monkeypatch):
+    refused_once = threading.Event()
+    real_create_server = socket.create_server
+
+    def create_server(*args, **kwargs):
+        try:
+            return real_create_server(*args, **kwargs)
+        except OSError:
+            refused_once.set()
+            raise
+
+    up.refuse()
+    squatter = socket.create_server(address(up))
+    monkeypatch.setattr(socket, "create_server", create_server)
+    with ThreadPoolExecutor(max_workers=1) as pool, squatter:
+        accepted = pool.submit(up.accept)
+        assert refused_once.wait(timeout=10)
+        squatter.close()
+        accepted.result(timeout=10)
+    assert call(up, "GET", "/").status_code == 200
+
+
+def test_accept_gives_up_after_its_deadline_while_the_port_is_taken(up):
+    up.refuse()
+    up.rebind_seconds = 0.1
+    with socket.create_server(address(up)) as squatter:
+        with pytest.raises(OSError) as info:
+            up.accept()
+        assert info.value.errno == errno.EADDRINUSE and up.refusing
+        assert squatter.getsockname()[1] == address(up)[1]
+    up.accept()
+    assert call(up, "GET", "/").status_code == 200
+
+
 def test_forty_concurrent_creations_overlap(start):
     server = start(delay=0.2)
     with ThreadPoolExecutor(max_workers=40) as pool:
@@ -352,6 +565,25 @@ def test_cli_serves_until_terminated():
             url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
             response = requests.get(url + "/", timeout=5)
             assert (response.status_code, response.json()) == (200, {"status": "OK"})
+        finally:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "Traceback" not in err and err.strip() == ""
+
+
+def test_cli_refuses_connections_after_the_requests_it_was_told(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "bulkproc.simulator", "--port", "0", "--delay", "0",
+               "--refuse-for", "60", "--refuse-after", "1"]
+    with subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            url = re.search(r"http://127\.0\.0\.1:\d+", read_line(proc.stdout, 15)).group(0)
+            assert requests.get(url + "/", timeout=5).status_code == 200
+            assert "refusing connections" in read_line(proc.stdout, 15)
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.get(url + "/", timeout=5)
         finally:
             proc.terminate()
             _out, err = proc.communicate(timeout=10)

@@ -400,6 +400,20 @@ def test_only_the_owner_renews_its_lease(store, clock):
     assert not store.renew_lease(str(uuid.uuid4()), "worker-a", clock() + 10)
 
 
+def test_each_renewal_banks_the_runs_time_so_a_killed_run_keeps_it(store, clock):
+    batch_id = new_batch(store)
+    store.start_run(batch_id, clock())
+    clock.advance(4)
+
+    assert store.renew_lease(batch_id, "worker-a", clock() + 10, clock())
+
+    batch = store.get_batch(batch_id)
+    assert (batch.elapsed, batch.run_started_at) == (4.0, T0 + 4)
+    clock.advance(1.5)
+    store.finish_run(batch_id, BatchStatus.PARTIALLY_FAILED, None, clock())
+    assert store.get_batch(batch_id).elapsed == 5.5
+
+
 def test_a_lease_taken_over_cannot_be_renewed_by_its_old_owner(store, clock):
     batch_id = new_batch(store, owner="worker-a", lease_until=clock() + 10)
     clock.advance(11)

@@ -38,7 +38,7 @@ class Message(TypeDecorator):
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect) -> str | None:
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
         return None if value is None else value.replace("\x00", "\ufffd")
 
 batches = Table(

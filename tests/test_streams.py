@@ -104,6 +104,7 @@ def _hold_stream(port: int, batch_id: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 def test_fifty_open_streams_leave_gunicorn_answering_health_and_status(tmp_path: Path, upstream):
     """One worker with 4 threads: without the cap, 4 streams would take every thread."""
     url = f"sqlite:///{tmp_path}/jobs.sqlite3"

@@ -26,6 +26,7 @@ class StreamSlots:
 
     @property
     def open(self) -> int:
+        """How many streams hold a slot now."""
         return self._open
 
     def hold(self, events: Iterator[str]) -> Iterator[str]:

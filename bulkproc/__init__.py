@@ -38,7 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["bulkproc"] = Jobs(
         store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
-        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"])
+        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"] + app.config["CONNECT_TIMEOUT"])
     app.extensions["bulkproc.streams"] = StreamSlots(app.config["MAX_STREAMS"])
 
     app.register_blueprint(pages.bp)

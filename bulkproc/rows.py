@@ -28,9 +28,10 @@ from .store import Row, Store
 log = logging.getLogger(__name__)
 
 # A creation that has not answered within the read timeout may still land. We give it this many
-# read timeouts from when it was sent (three: a creation is 5 s, the read timeout covers a cold
-# start, so this is far past anything the upstream was seen to do) before reading the batch and
-# posting again; slower ones are the sweep's.
+# read timeouts (plus the connect timeout it may have spent reaching the upstream) from when it
+# was sent before reading the batch and posting again: a creation is 5 s and the read timeout
+# already covers a cold start, so this is far past anything the upstream was seen to do. Slower
+# ones are the sweep's, and one landing after the last sweep is the residual risk (README).
 SETTLE_FACTOR = 3
 STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
 

@@ -211,6 +211,8 @@ class RowCreator:
                 return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
             except NotSent as exc:
                 self.store.mark_row_unsent(batch_id, row.row)
+                if exc.unreachable:
+                    self.limiter.give_back()  # no connection: the upstream never counted it
                 # A shared limiter holds every creation back after a 429; without one, we wait here.
                 attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
             except MaybeLanded as exc:

@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .csv_input import CsvRejected
 from .exceptions import (
-    BatchConflict, BatchNotFound, IdempotencyMismatch, MalformedRequest, StoreRefusedValue, StoreUnavailable,
-    TokenRequired, TooManyStreams, UpstreamUnavailable,
+    BatchConflict, BatchNotFound, DomainError, IdempotencyMismatch, MalformedRequest, StoreRefusedValue,
+    StoreUnavailable, TokenRequired, TooManyStreams, UpstreamUnavailable,
 )
 from .logs import in_batch_context
 
@@ -71,7 +71,7 @@ def _store_failure(exc: StoreUnavailable) -> StoreUnavailable:
 def register(app: Flask) -> None:
     """Install handlers so that every error, expected or not, answers JSON without internals."""
 
-    def domain_error(exc: MalformedRequest | CsvRejected):
+    def domain_error(exc: DomainError | CsvRejected):
         status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
         if isinstance(exc, StoreUnavailable):
             exc = _store_failure(exc)

@@ -14,6 +14,7 @@ from .jobs import Jobs
 from .rate_limit import NoLimiter, RateLimiter
 from .rows import SETTLE_FACTOR
 from .store import Store
+from .streams import StreamSlots
 
 __all__ = ["create_app"]
 
@@ -42,6 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["bulkproc.imports"] = Imports(
         jobs, batch_rows=app.config["MAX_ROWS"], rate=app.config["CREATE_RATE"],
         concurrency=app.config["CONCURRENCY"], creation_seconds=app.config.get("IMPORT_CREATION_SECONDS", 5.0))
+    app.extensions["bulkproc.streams"] = StreamSlots(app.config["MAX_STREAMS"])
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

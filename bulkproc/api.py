@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
+import logging
 import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input, results, row_fixes
-from .exceptions import MalformedRequest, TokenRequired
+from .auth import require_token
+from .exceptions import MalformedRequest
 from .jobs import Jobs
+from .streams import document_events, event_response
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
+bp.before_request(require_token)
+
+log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 100
 
 
 def _jobs() -> Jobs:
     return current_app.extensions["bulkproc"]
-
-
-@bp.before_request
-def require_token() -> None:
-    token = current_app.config.get("API_TOKEN")
-    if not token or request.method not in ("POST", "PATCH", "DELETE"):
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise TokenRequired("Send the API token as 'Authorization: Bearer <token>'.")
 
 
 def _uploaded_csv() -> bytes:
@@ -72,7 +67,7 @@ def _accepted(batch_id: str) -> Response:
 
 
 def _finished(batch_id: str) -> tuple[Response, int]:
-    return jsonify(_jobs().document(batch_id, timestamps=False)), 200
+    return jsonify(_jobs().document(batch_id)), 200
 
 
 @bp.post("")
@@ -109,7 +104,8 @@ def validate_batch():
 @bp.get("")
 def list_batches():
     text = request.args.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+    # str.isdigit() also takes "²" and other digits int() refuses: only ASCII digits here.
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIST_LIMIT):
         raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
                          [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
     return jsonify({"batches": _jobs().recent(int(text))})
@@ -143,23 +139,9 @@ def batch_events(batch_id: str):
     jobs = _jobs()
     jobs.load(batch_id)  # a 404 now, before the stream starts
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
-    return Response(_events(jobs, batch_id, heartbeat), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _events(jobs: Jobs, batch_id: str, heartbeat: float) -> Iterator[str]:
-    """One event per change of the batch, a comment every `heartbeat` seconds, and the end at a final state."""
-    yield "retry: 2000\n\n"
-    sent = None
-    for document in jobs.watch(batch_id, heartbeat):
-        if document is None:
-            yield ": keep-alive\n\n"
-            continue
-        # updated_at moves with every write; the status also moves when a lease lapses.
-        key = (document["updated_at"], document["status"])
-        if key != sent:
-            sent = key
-            yield f"data: {json.dumps(document)}\n\n"
+    # updated_at moves with every write; the status also moves when a lease lapses.
+    return event_response(document_events(jobs.watch(batch_id, heartbeat),
+                                           lambda d: (d["updated_at"], d["status"]), batch_id))
 
 
 @bp.get("/<batch_id>/results.csv")

@@ -63,6 +63,13 @@ def _database_url(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 def _token(text: str) -> str | None:
     return text or None
 
@@ -84,6 +91,7 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_API_TOKEN": ("", _token, "any text"),
     "BULKPROC_OUTAGE_GRACE": ("120", _non_negative_float, "a number of seconds, 0 or more"),
     "BULKPROC_MAX_IMPORT_ROWS": ("1000", _positive_int, "a whole number of at least 1"),
+    "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),

@@ -54,6 +54,28 @@ class IdempotencyMismatch(DomainError):
         self.key = key
 
 
+class TooManyStreams(DomainError):
+    """This process already serves as many event streams as it may."""
+
+
+class StoreUnavailable(DomainError):
+    """The job store cannot be read or written right now (down, read-only, full); `batch_id` when one is concerned."""
+
+    def __init__(self, reason: str, batch_id: str | None = None) -> None:
+        about = f"; batch {batch_id} is kept and can be read, or resumed, once it answers" if batch_id else ""
+        super().__init__(f"The job store is unavailable right now{about}. Try again in a few seconds.")
+        self.reason = reason
+        self.batch_id = batch_id
+
+    def about(self, batch_id: str) -> StoreUnavailable:
+        """The same failure, naming the batch it concerns."""
+        return StoreUnavailable(self.reason, batch_id)
+
+
+class StoreRefusedValue(DomainError):
+    """The job store cannot keep a value of the request (PostgreSQL text cannot hold NUL)."""
+
+
 class UpstreamUnavailable(DomainError):
     """A request could not proceed because the directory could not do its part."""
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from . import csv_input, results
-from .api import MAX_LIST_LIMIT, _csv_file, _idempotency_key, _uploaded_csv, require_token
+from .api import MAX_LIST_LIMIT, _csv_file, _idempotency_key, _uploaded_csv
+from .auth import require_token
 from .exceptions import MalformedRequest
 from .imports import Imports
+from .streams import document_events, event_response
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
 bp.before_request(require_token)
@@ -95,23 +95,9 @@ def import_events(import_id: str):
     imports = _imports()
     imports.load(import_id)  # a 404 now, before the stream starts
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
-    return Response(_events(imports, import_id, heartbeat), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _events(imports: Imports, import_id: str, heartbeat: float) -> Iterator[str]:
-    """One event per change of the import or its batches, a comment every `heartbeat` seconds, and
-    the end at a final state."""
-    yield "retry: 2000\n\n"
-    sent = None
-    for document in imports.watch(import_id, heartbeat):
-        if document is None:
-            yield ": keep-alive\n\n"
-            continue
-        key = (document["updated_at"], document["status"], document["processed_hospitals"])
-        if key != sent:
-            sent = key
-            yield f"data: {json.dumps(document)}\n\n"
+    return event_response(document_events(
+        imports.watch(import_id, heartbeat),
+        lambda d: (d["updated_at"], d["status"], d["processed_hospitals"]), import_id))
 
 
 # -- result files: the batches' format, every row of the import in file order ---------------

@@ -20,7 +20,7 @@ from typing import Any
 from .csv_input import HospitalRow
 from .directory_client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
-from .exceptions import BatchConflict, BatchNotFound, UpstreamError, UpstreamUnavailable
+from .exceptions import BatchConflict, BatchNotFound, StoreUnavailable, UpstreamError, UpstreamUnavailable
 from .logs import in_batch_context
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 STOPPED_BATCH = "The service stopped before the batch finished; resume it to create the rows left pending."
 WAITING = "Waiting for the directory, unreachable for {seconds:.0f} s; the batch goes on when it is back."
+STORE_FAILED = ("The job store failed while the batch was processed; resume it to learn from the directory "
+                "which rows exist and to create the others.")
 
 
 class Jobs:
@@ -75,8 +77,11 @@ class Jobs:
     # -- reading -------------------------------------------------------------------------
 
     def load(self, batch_id: str) -> Batch:
-        """The batch; raises BatchNotFound."""
-        batch = self.store.get_batch(batch_id) if _is_uuid(batch_id) else None
+        """The batch; raises BatchNotFound, or StoreUnavailable naming the batch."""
+        try:
+            batch = self.store.get_batch(batch_id) if _is_uuid(batch_id) else None
+        except StoreUnavailable as exc:
+            raise exc.about(batch_id) from exc
         if batch is None:
             raise BatchNotFound(batch_id)
         return batch
@@ -151,16 +156,50 @@ class Jobs:
         return self._clock() + self.lease_seconds
 
     def _process(self, batch_id: str, resuming: bool) -> None:
-        self.store.start_run(batch_id, self._clock())
-        log.info("processing (%s)", "resume" if resuming else "new")
+        """Run the batch; when the store fails, stop sending, close the batch once the store is back,
+        and raise StoreUnavailable naming it."""
         error = "Processing was stopped before it finished; the batch can be resumed."
         try:
+            self.store.start_run(batch_id, self._clock())
+            log.info("processing (%s)", "resume" if resuming else "new")
             with self._leased(batch_id):
                 error = self._work(batch_id, resuming)
-        finally:
-            outcome = _outcome(self.store.get_batch(batch_id))
-            self.store.finish_run(batch_id, outcome, error, self._clock())
-            log.info("finished: %s", outcome)
+            self._end_run(batch_id, error)
+        except StoreUnavailable as exc:
+            log.error("the job store failed (%s): nothing more is sent, and the batch is closed, resumable, "
+                      "as soon as the store answers again", exc.reason)
+            self._close_later(batch_id)
+            raise exc.about(batch_id) from exc
+        except BaseException:
+            self._end_run(batch_id, error)
+            raise
+
+    def _end_run(self, batch_id: str, error: str | None, *, fail_unfinished: bool = False) -> None:
+        if fail_unfinished:
+            left = unfinished(self.store.get_batch(batch_id).rows)
+            if left:
+                self.store.mark_rows_failed(batch_id, left, error)
+        outcome = _outcome(self.store.get_batch(batch_id))
+        self.store.finish_run(batch_id, outcome, error, self._clock())
+        log.info("finished: %s", outcome)
+
+    def _close_later(self, batch_id: str) -> None:
+        """Once the store answers again, fail the rows a store failure left open and end the run, so that
+        no row reads in_progress and a resume can finish the batch; unless another process took it over."""
+        def close() -> None:
+            pause = 0.05
+            while not self._stopping.wait(pause):
+                try:
+                    if self.store.renew_lease(batch_id, self.owner, self._lease_end()):
+                        self._end_run(batch_id, STORE_FAILED, fail_unfinished=True)
+                    else:
+                        log.warning("another process took the batch over while the job store was failing")
+                    return
+                except StoreUnavailable:
+                    pause = min(pause * 2, 2.0)
+
+        if not self._stopping.is_set():
+            self._batches.submit(in_batch_context(batch_id, close))
 
     def _work(self, batch_id: str, resuming: bool) -> str | None:
         """Create what is missing and activate; return the batch-level error, if any."""
@@ -174,6 +213,8 @@ class Jobs:
                                                    for r in self.store.get_batch(batch_id).rows):
                 return STOPPED_BATCH
             return self._finish(batch_id, deadline)
+        except StoreUnavailable:
+            raise
         except UpstreamError as exc:
             error = f"The directory could not be reached: {exc}"
         except Exception:
@@ -203,10 +244,13 @@ class Jobs:
         def keep() -> None:
             waiting = False
             while not done.wait(self.lease_seconds / 3):
-                if not self.store.renew_lease(batch_id, self.owner, self._lease_end(), self._clock()):
-                    log.error("lost the lease: another process took the batch over")
-                    return
-                waiting = self._show_outage(batch_id, waiting)
+                try:
+                    if not self.store.renew_lease(batch_id, self.owner, self._lease_end(), self._clock()):
+                        log.error("lost the lease: another process took the batch over")
+                        return
+                    waiting = self._show_outage(batch_id, waiting)
+                except StoreUnavailable as exc:
+                    log.warning("could not renew the lease: the job store is unavailable (%s)", exc.reason)
 
         keeper = threading.Thread(target=in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
                                   daemon=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from .directory_client import DirectoryClient, Hospital
-from .exceptions import MaybeLanded, NotSent, Refused, UpstreamError
+from .exceptions import MaybeLanded, NotSent, Refused, StoreUnavailable, UpstreamError
 from .logs import in_batch_context
 from .rate_limit import DEADLINE_MESSAGE, Limiter
 from .states import EXISTING, RowStatus
@@ -134,7 +134,8 @@ class RowCreator:
     # -- many rows -------------------------------------------------------------------------
 
     def create(self, batch_id: str, rows: list[Row], deadline: float) -> None:
-        """Create the rows concurrently and return when every one has an outcome.
+        """Create the rows concurrently and return when every one has an outcome (StoreUnavailable when
+        one could not be written).
 
         Slots are taken here, as many at a time as the limit allows, and only rows holding one go
         to the executor: a row waiting for the window keeps no seat from rows that could go now,
@@ -142,27 +143,34 @@ class RowCreator:
         """
         work = in_batch_context(batch_id, self._create_row)
         futures, waiting = [], list(rows)
-        while waiting and not self.store.is_cancelling(batch_id):
-            taken, wait_seconds = self.limiter.take(len(waiting))
-            going, waiting = waiting[:taken], waiting[taken:]
-            if going:
-                if not self.store.start_rows(batch_id, [r.row for r in going], self._clock()):
-                    break  # its import was cancelled between the look and the slots
-                futures += [self._executor.submit(work, batch_id, row, deadline) for row in going]
-            if waiting and time.monotonic() + wait_seconds >= deadline:
-                self.store.mark_rows_failed(batch_id, [r.row for r in waiting],
-                                            f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
-                break
-            if waiting and self._pause(batch_id, wait_seconds):
-                if self._stopping.is_set():
-                    log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
-                    self.store.mark_rows_pending(batch_id, [r.row for r in waiting], STOPPED_ROW)
-                break
-        if self.store.is_cancelling(batch_id):
-            log.info("import cancelled: rows not started read cancelled; rows in flight finish")
-            self.store.cancel_pending_rows(batch_id)
-        wait(futures)
-        self._listings.forget(batch_id)
+        try:
+            while waiting and not self.store.is_cancelling(batch_id):
+                taken, wait_seconds = self.limiter.take(len(waiting))
+                going, waiting = waiting[:taken], waiting[taken:]
+                if going:
+                    if not self.store.start_rows(batch_id, [r.row for r in going], self._clock()):
+                        break  # its import was cancelled between the look and the slots
+                    futures += [self._executor.submit(work, batch_id, row, deadline) for row in going]
+                if waiting and time.monotonic() + wait_seconds >= deadline:
+                    self.store.mark_rows_failed(batch_id, [r.row for r in waiting],
+                                                f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
+                    break
+                if waiting and self._pause(batch_id, wait_seconds):
+                    if self._stopping.is_set():
+                        log.warning("shutting down: %d rows left pending; resume the batch to create them",
+                                    len(waiting))
+                        self.store.mark_rows_pending(batch_id, [r.row for r in waiting], STOPPED_ROW)
+                    break
+            if self.store.is_cancelling(batch_id):
+                log.info("import cancelled: rows not started read cancelled; rows in flight finish")
+                self.store.cancel_pending_rows(batch_id)
+        finally:
+            # Also when the store fails: whoever closes the batch must find no row still in flight.
+            wait(futures)
+            self._listings.forget(batch_id)
+        lost = next((f.exception() for f in futures if f.exception() is not None), None)
+        if lost is not None:
+            raise lost  # StoreUnavailable: some row's state could not be written
 
     def _pause(self, batch_id: str, seconds: float) -> bool:
         """Wait `seconds` for the rate window; True when waiting should stop instead: shutting
@@ -212,9 +220,15 @@ class RowCreator:
     # -- one row ---------------------------------------------------------------------------
 
     def _create_row(self, batch_id: str, row: Row, deadline: float) -> None:
-        """Create one row upstream and record its outcome; a row's failure is data, never raised."""
+        """Create one row upstream and record its outcome; a row's failure is data, never raised.
+
+        Raises StoreUnavailable: then nothing more is sent for the row (each attempt is written
+        first), and the batch, told by create(), closes it as failed for a resume to settle.
+        """
         try:
             hospital = self.post(batch_id, row, deadline)
+        except StoreUnavailable:
+            raise
         except Refused as exc:
             log.warning("row %d refused: %s", row.row, exc)
             # A refusal is an answer: nothing was created, so a resume need not wait for it to land.

@@ -15,12 +15,31 @@ from sqlalchemy import (
     Table, Text, create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, InternalError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.types import TypeDecorator
 
-from .exceptions import IdempotencyMismatch
+from .exceptions import IdempotencyMismatch, StoreRefusedValue, StoreUnavailable
 from .states import RESUMABLE, RUNNING, BatchStatus, RowStatus
 
 metadata = MetaData()
+
+# SQLite failures after which a connection is no use: one opened while the file was read-only
+# stays read-only after it is writable again, so the pool is emptied and connections made afresh.
+_BROKEN_SQLITE = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_CORRUPT",
+                  "SQLITE_NOTADB")
+# Failures of the store itself rather than of a statement: worth trying again later.
+_UNAVAILABLE = (OperationalError, InterfaceError, InternalError, PoolTimeout, sqlite3.OperationalError)
+
+
+class Message(TypeDecorator):
+    """Text from elsewhere (the directory's error messages): PostgreSQL refuses NUL, so it becomes U+FFFD."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else value.replace("\x00", "\ufffd")
 
 batches = Table(
     "batches", metadata,
@@ -28,7 +47,7 @@ batches = Table(
     Column("status", String(20), nullable=False),
     Column("total", Integer, nullable=False),
     Column("activated", Boolean, nullable=False, default=False),
-    Column("error", Text),
+    Column("error", Message),
     # Bumped by every change, so a watcher can tell that something happened.
     Column("version", Integer, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
@@ -52,7 +71,7 @@ batch_rows = Table(
     Column("phone", Text),
     Column("status", String(24), nullable=False),
     Column("hospital_id", Integer),
-    Column("error", Text),
+    Column("error", Message),
     # When the row's last creation request was sent (wall-clock seconds): a resume gives it time to land.
     Column("attempted_at", Float),
 )
@@ -187,8 +206,14 @@ def engine_for(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if not parsed.drivername.startswith("sqlite"):
         return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=30)
-    engine = create_engine(parsed, pool_size=10, max_overflow=30,
+    engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=30,
                            connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "handle_error")
+    def _drop_broken_connections(context) -> None:
+        name = getattr(context.original_exception, "sqlite_errorname", "")
+        if name.startswith(_BROKEN_SQLITE):
+            context.is_disconnect = True  # invalidates this connection and every pooled one
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -209,6 +234,24 @@ def engine_for(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
+
+
+@contextmanager
+def _store_failures() -> Iterator[None]:
+    """Turn the database's own failures into StoreUnavailable, and a value it cannot keep into StoreRefusedValue."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(_reason(exc)) from exc
+    except DataError as exc:
+        raise StoreRefusedValue("The job store cannot keep a value of this request (such as a NUL "
+                                "character); remove it and send the request again.") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words (for the log), without SQLAlchemy's statement and parameters."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Store:
@@ -243,12 +286,12 @@ class Store:
         # SQLite has one writer at a time, and a waiting writer polls on the busy handler's
         # sleeps (up to 100 ms each). Queueing this process's writers on a lock hands the file
         # over at once; other processes still meet the busy timeout.
-        with self._write_lock, self.engine.begin() as conn:
+        with _store_failures(), self._write_lock, self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(readonly=True) as conn:
+        with _store_failures(), self.engine.connect().execution_options(readonly=True) as conn:
             with conn.begin():
                 yield conn
 

@@ -143,24 +143,6 @@ def test_listing_is_newest_first_without_rows_and_limited(client):
     assert_error_shape(client.get("/hospitals/bulk?limit=zero"), 400)
 
 
-class TestToken:
-    @pytest.fixture
-    def client(self, make_app):
-        return make_app(API_TOKEN="s3cret").test_client()
-
-    @pytest.mark.parametrize("auth", [None, "Bearer wrong", "Basic s3cret"])
-    def test_posts_and_deletes_need_the_token(self, client, upstream, auth):
-        headers = {"Authorization": auth} if auth else {}
-        assert_error_shape(post_csv(client, hospitals_csv(1), headers=headers), 401)
-        assert_error_shape(client.delete("/hospitals/bulk/6a1f0b1e-0000-4000-8000-000000000000", headers=headers), 401)
-        assert upstream.sim.stats["create_requests"] == 0
-
-    def test_the_right_token_passes_and_reads_need_none(self, client):
-        response = post_csv(client, hospitals_csv(1), headers={"Authorization": "Bearer s3cret"})
-        assert response.status_code == 200
-        assert client.get(f"/hospitals/bulk/{response.get_json()['batch_id']}").status_code == 200
-
-
 def test_an_unexpected_error_is_a_plain_500_without_internals(app, client, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("/secret/path/store.py exploded")

@@ -477,32 +477,84 @@ function setBusy(busy) {
 
 // --- following a batch -------------------------------------------------------
 
-function follow(id) {
+// Live progress comes from the event stream. EventSource cannot send the API token, and a
+// server at its stream limit refuses the stream (503): in both cases the page asks for the
+// batch's document every POLL_MS instead, with the token, until the batch is final.
+const POLL_MS = 1000;
+let polling = null;
+
+// A followed thing: a batch or an import, with where its document lives and how to show it.
+const BATCH = { url: (id) => batchUrl(id), show: (doc) => showBatch(doc), final: FINAL };
+const IMPORT = {
+  url: (id) => importUrl(id),
+  show: (doc) => {
+    doc.cancelling = currentImport && currentImport.import_id === doc.import_id && currentImport.cancelling;
+    showImport(doc);
+  },
+  final: IMPORT_FINAL,
+};
+
+function follow(id, kind = BATCH) {
   stopFollowing();
   setBusy(true);
-  events = new EventSource(batchUrl(id, "/events"));
+  if (authHeaders().Authorization) {
+    poll(id, kind);
+    return;
+  }
+  events = new EventSource(kind.url(id) + "/events");
   events.onmessage = (message) => {
     const doc = JSON.parse(message.data);
-    showBatch(doc);
-    if (FINAL.includes(doc.status)) {
+    kind.show(doc);
+    if (kind.final.includes(doc.status)) {
       stopFollowing();
       setBusy(false);
     }
   };
-  // While open, EventSource reconnects by itself; CLOSED means it gave up.
+  // While open, EventSource reconnects by itself; CLOSED means the stream was refused or lost.
   events.onerror = () => {
     if (events && events.readyState === EventSource.CLOSED) {
-      stopFollowing();
-      setBusy(false);
-      showError(new PageError("Lost the live progress of the batch. Reload the page to see where it stands."));
+      poll(id, kind);
     }
   };
+}
+
+function poll(id, kind) {
+  stopFollowing();
+  const mine = { stopped: false };
+  polling = mine;
+  const tick = async () => {
+    try {
+      const doc = (await send("GET", kind.url(id))).data;
+      if (mine.stopped) return;
+      kind.show(doc);
+      if (kind.final.includes(doc.status)) {
+        stopFollowing();
+        setBusy(false);
+        return;
+      }
+    } catch (err) {
+      if (mine.stopped) return;
+      if (err.status !== 503) {  // 503: the server is busy or its store is back soon; keep asking
+        stopFollowing();
+        setBusy(false);
+        showError(err);
+        return;
+      }
+    }
+    mine.timer = setTimeout(tick, POLL_MS);
+  };
+  tick();
 }
 
 function stopFollowing() {
   if (events) {
     events.close();
     events = null;
+  }
+  if (polling) {
+    polling.stopped = true;
+    clearTimeout(polling.timer);
+    polling = null;
   }
 }
 
@@ -563,28 +615,6 @@ function importSummaryText(doc) {
   return texts[doc.status];
 }
 
-function followImport(id) {
-  stopFollowing();
-  setBusy(true);
-  events = new EventSource(importUrl(id, "/events"));
-  events.onmessage = (message) => {
-    const doc = JSON.parse(message.data);
-    doc.cancelling = currentImport && currentImport.import_id === doc.import_id && currentImport.cancelling;
-    showImport(doc);
-    if (IMPORT_FINAL.includes(doc.status)) {
-      stopFollowing();
-      setBusy(false);
-    }
-  };
-  events.onerror = () => {
-    if (events && events.readyState === EventSource.CLOSED) {
-      stopFollowing();
-      setBusy(false);
-      showError(new PageError("Lost the live progress of the import. Reload the page to see where it stands."));
-    }
-  };
-}
-
 // Rows in the file, as the service counts them: blank lines skipped, a header row not counted.
 function dataRows(text) {
   const records = parseCsv(text.replace(/^\uFEFF/, "")).filter((cells) => cells.some((c) => c.trim()));
@@ -604,7 +634,7 @@ async function createImport(file) {
     return;
   }
   showImport(result.data);
-  followImport(result.data.import_id);
+  follow(result.data.import_id, IMPORT);
 }
 
 async function cancelImport() {
@@ -619,7 +649,7 @@ async function resumeImport() {
   const result = await send("POST", importUrl(currentImport.import_id, "/resume"));
   showImport(result.data);
   if (result.status === 202) {
-    followImport(currentImport.import_id);
+    follow(currentImport.import_id, IMPORT);
   } else {
     setBusy(false);
   }

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from . import metrics
 from .csv_input import HospitalRow
 from .directory_client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
@@ -147,6 +148,7 @@ class Jobs:
         finally:
             outcome = _outcome(self.store.get_batch(batch_id))
             self.store.finish_run(batch_id, outcome, error, self._clock())
+            metrics.batches_finished.labels(outcome).inc()
             log.info("finished: %s", outcome)
 
     def _work(self, batch_id: str, resuming: bool) -> str | None:
@@ -169,6 +171,7 @@ class Jobs:
         left = unfinished(self.store.get_batch(batch_id).rows)
         if left:
             self.store.mark_rows_failed(batch_id, left, error)
+            metrics.rows_failed.inc(len(left))
         return error
 
     def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list:
@@ -253,6 +256,7 @@ class Jobs:
             self.store.release_lease(batch_id, _outcome(self.store.get_batch(batch_id)))
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
         self.store.mark_rolled_back(batch_id)
+        metrics.batches_finished.labels(BatchStatus.ROLLED_BACK).inc()
         log.info("rolled back: %d hospitals deleted upstream", deleted)
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from . import metrics
 from .exceptions import GaveUp
 from .store import Store
 
@@ -71,6 +72,7 @@ class RateLimiter:
             if deadline is not None and self._clock() + wait >= deadline:
                 raise GaveUp(DEADLINE_MESSAGE)
             self._sleep(wait)
+            metrics.rate_limit_wait.inc(wait)
 
     def back_off(self) -> bool:
         """After a 429 (someone else spent our quota), hold every creation until the window has reset."""

@@ -44,6 +44,8 @@ accesslog = "-"
 # (tests, benchmarks, make run) would fight over it, and nothing here uses it.
 control_socket_disable = True
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'  # request time in microseconds
+# The X-Request-ID the service answered with, so that an access line leads to the request's own logs.
+access_log_format += " request=%({x-request-id}o)s"
 
 
 def on_starting(server):

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, config, errors, logs, pages
+from . import api, config, errors, logs, pages, request_ids
 from .directory_client import DirectoryClient
 from .jobs import Jobs
 from .rate_limit import NoLimiter, RateLimiter
@@ -25,7 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
     app.json.sort_keys = False  # keep the documents in the contract's order
     if not app.testing:
-        logs.configure()
+        logs.configure(app.config["LOG_FORMAT"])
 
     store = Store(app.config["DATABASE_URL"] or _default_database(app))
     client = DirectoryClient(
@@ -42,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     errors.register(app)
+    request_ids.register(app)
     return app
 
 

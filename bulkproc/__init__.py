@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -17,8 +19,9 @@ from .store import Store
 __all__ = ["create_app"]
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: defaults, then the environment, then `test_config`; raises config.ConfigError."""
+def create_app(test_config: dict[str, Any] | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
+    """Build the app: defaults, then the environment, then `test_config`; `clock` is the host's
+    wall clock (tests move it); raises config.ConfigError."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config.from_env())
     app.config.update(test_config or {})
@@ -27,7 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.testing:
         logs.configure(app.config["LOG_FORMAT"])
 
-    store = Store(app.config["DATABASE_URL"] or _default_database(app))
+    store = Store(app.config["DATABASE_URL"] or _default_database(app), clock=clock)
     client = DirectoryClient(
         app.config["HOSPITAL_API_BASE_URL"], connect_timeout=app.config["CONNECT_TIMEOUT"],
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],

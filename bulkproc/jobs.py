@@ -40,18 +40,19 @@ class Jobs:
     def __init__(self, store: Store, client: DirectoryClient, *, limiter: Limiter | None = None,
                  concurrency: int = 20, lease_seconds: float = 10.0, batch_deadline: float = 900.0,
                  wake_timeout: float = 90.0, settle_seconds: float = 90.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
         self._stopping = threading.Event()
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
-        self._clock = clock
+        # Leases, run times and settle waits are compared across instances: the store's clock, by default.
+        self._clock = clock or store.now
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
         # Batches wait on their rows, so they must not take seats in the rows' pool.
         self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
         self.rows = RowCreator(store, client, limiter or NoLimiter(), self._rows, stopping=self._stopping,
-                               settle_seconds=settle_seconds, clock=clock)
+                               settle_seconds=settle_seconds, clock=self._clock)
 
     def close(self) -> None:
         """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
@@ -71,12 +72,12 @@ class Jobs:
 
     def document(self, batch_id: str, *, timestamps: bool = True) -> dict[str, Any]:
         """The batch's status document now; raises BatchNotFound."""
-        return batch_document(self.load(batch_id), self._clock(), timestamps=timestamps)
+        batch = self.load(batch_id)
+        return batch_document(batch, batch.read_at, timestamps=timestamps)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` batches, newest first."""
-        now = self._clock()
-        return [summary_document(b, now) for b in self.store.recent(limit)]
+        return [summary_document(b, b.read_at) for b in self.store.recent(limit)]
 
     def is_final(self, document: dict[str, Any]) -> bool:
         """Whether nothing more will happen to the batch of this document."""
@@ -121,7 +122,7 @@ class Jobs:
         """Take the lease of a resumable batch for this process; False when it is not done or
         not resumable (BatchConflict when it is being processed or rolled back)."""
         batch = self.load(batch_id)
-        status = reported_status(batch, self._clock())
+        status = reported_status(batch, batch.read_at)
         if status == BatchStatus.COMPLETED:
             return False
         if status not in RESUMABLE:

@@ -54,10 +54,11 @@ class RateLimiter:
 
     def __init__(self, store: Store, limit: int, window: float, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] | None = None) -> None:
         self.store, self.limit, self.window = store, limit, window
         self._span = window * WINDOW_MARGIN + EDGE_SECONDS
-        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
+        # `clock` measures waits here; the back-off is dated on the store's clock, shared by every instance.
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock or store.now
 
     def take(self, wanted: int) -> tuple[int, float]:
         """Take up to `wanted` slots at once, without waiting; return (taken, seconds until the next frees)."""

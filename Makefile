@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIMULATOR_PORT ?= 9000
 
-.PHONY: install run test bench clean
+.PHONY: install run test chaos bench clean
 
 install: $(STAMP)
 
@@ -31,10 +31,17 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The chaos test with many fresh examples (make test runs a small derandomized budget).
+CHAOS_EXAMPLES ?= 200
+chaos: $(STAMP)
+	HYPOTHESIS_PROFILE=chaos CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) $(PY) -m pytest -m chaos -p no:cacheprovider \
+	  --hypothesis-show-statistics tests/test_chaos.py
+
 bench: $(STAMP)
 	$(PY) bench/bulk_latency.py
 	$(PY) bench/status_latency.py
 	$(PY) bench/rate_limited.py
+	$(PY) bench/slow_upstream.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -40,7 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, clock: Callable[[],
     app.extensions["bulkproc"] = Jobs(
         store, client, limiter=limiter, concurrency=app.config["CONCURRENCY"], lease_seconds=app.config["LEASE_SECONDS"],
         batch_deadline=app.config["BATCH_DEADLINE"], wake_timeout=app.config["WAKE_TIMEOUT"],
-        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"])
+        settle_seconds=SETTLE_FACTOR * app.config["READ_TIMEOUT"] + app.config["CONNECT_TIMEOUT"])
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

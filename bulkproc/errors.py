@@ -9,7 +9,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .csv_input import CsvRejected
 from .exceptions import (
-    BatchConflict, BatchNotFound, IdempotencyMismatch, MalformedRequest, TokenRequired, UpstreamUnavailable,
+    BatchConflict, BatchNotFound, DomainError, IdempotencyMismatch, MalformedRequest, TokenRequired,
+    UpstreamUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def _http_message(exc: HTTPException) -> str:
 def register(app: Flask) -> None:
     """Install handlers so that every error, expected or not, answers JSON without internals."""
 
-    def domain_error(exc: MalformedRequest | CsvRejected):
+    def domain_error(exc: DomainError | CsvRejected):
         status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
         return jsonify(error_body(exc.message, exc.details)), status
 

@@ -25,8 +25,8 @@ from .exceptions import BatchConflict, BatchNotFound, UpstreamError, UpstreamUna
 from .logs import in_batch_context
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
-from .states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
-from .store import Batch, Store
+from .states import EXISTING, FINAL, RESUMABLE, BatchStatus
+from .store import Batch, Row, Store
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ class Jobs:
             if todo:
                 self.client.wake(self.wake_timeout)
                 self.rows.create(batch_id, todo, deadline)
-            if self._stopping.is_set() and any(r.status == RowStatus.PENDING
-                                               for r in self.store.get_batch(batch_id).rows):
+            if self._stopping.is_set() and not all(r.status in EXISTING
+                                                   for r in self.store.get_batch(batch_id).rows):
                 return STOPPED_BATCH
             return self._finish(batch_id, deadline)
         except UpstreamError as exc:
@@ -175,7 +175,7 @@ class Jobs:
             metrics.rows_failed.inc(len(left))
         return error
 
-    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list:
+    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
         """The rows still to create; on resume, first learn from the upstream which rows exist."""
         if resuming:
             return self.rows.reconcile(batch_id, deadline)

@@ -32,6 +32,9 @@ class Limiter(Protocol):
     def back_off(self) -> bool:
         """After a 429, hold creations back; return whether the limiter does the waiting."""
 
+    def give_back(self) -> None:
+        """Return a slot whose request never reached the upstream (no connection)."""
+
 
 class NoLimiter:
     """The limiter to use when creations are not rate-limited on our side."""
@@ -47,6 +50,10 @@ class NoLimiter:
     def back_off(self) -> bool:
         """Nobody holds creations back: the caller waits itself."""
         return False
+
+    def give_back(self) -> None:
+        """No slots, nothing to return."""
+        return None
 
 
 class RateLimiter:
@@ -80,3 +87,8 @@ class RateLimiter:
         log.warning("the directory answered 429; holding all creations for %.1f s", self._span)
         self.store.block_creates(self._wall_clock() + self._span)
         return True
+
+    def give_back(self) -> None:
+        """Return a slot whose request never reached the upstream, so that retries through an
+        outage do not use up the window the rows need once it is over."""
+        self.store.return_create_slot()

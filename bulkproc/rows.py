@@ -29,9 +29,10 @@ from .store import Row, Store
 log = logging.getLogger(__name__)
 
 # A creation that has not answered within the read timeout may still land. We give it this many
-# read timeouts from when it was sent (three: a creation is 5 s, the read timeout covers a cold
-# start, so this is far past anything the upstream was seen to do) before reading the batch and
-# posting again; slower ones are the sweep's.
+# read timeouts (plus the connect timeout it may have spent reaching the upstream) from when it
+# was sent before reading the batch and posting again: a creation is 5 s and the read timeout
+# already covers a cold start, so this is far past anything the upstream was seen to do. Slower
+# ones are the sweep's, and one landing after the last sweep is the residual risk (README).
 SETTLE_FACTOR = 3
 STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
 
@@ -191,6 +192,8 @@ class RowCreator:
                 return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
             except NotSent as exc:
                 self.store.mark_row_unsent(batch_id, row.row)
+                if exc.unreachable:
+                    self.limiter.give_back()  # no connection: the upstream never counted it
                 # A shared limiter holds every creation back after a 429; without one, we wait here.
                 attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
             except MaybeLanded as exc:

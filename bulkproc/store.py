@@ -410,6 +410,14 @@ class Store:
             return taken, 0.0
         return taken, max((now if oldest is None else oldest) + window - now, 0.001)
 
+    def return_create_slot(self) -> None:
+        """Give back the newest creation slot (its request never reached the upstream)."""
+        with self._write() as conn:
+            newest = conn.execute(select(create_slots.c.id).order_by(create_slots.c.taken_at.desc(),
+                                                                     create_slots.c.id.desc()).limit(1)).scalar()
+            if newest is not None:
+                conn.execute(create_slots.delete().where(create_slots.c.id == newest))
+
     def block_creates(self, until: float) -> None:
         """Hold every creation back until `until` (wall-clock seconds)."""
         with self._write() as conn:

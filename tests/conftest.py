@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bulkproc import create_app
 from bulkproc.simulator import ServedSimulator, create_simulator, serve
 from tests.support import ServedApp
 
 RESOURCES = Path(__file__).parent / "resources"
+
+# Generated tests: a small, derandomized budget in `make test`; `make chaos` selects "chaos"
+# (HYPOTHESIS_PROFILE=chaos, CHAOS_EXAMPLES to size it) for many examples with fresh seeds.
+_GENERATED = {"deadline": None, "database": None, "print_blob": True,
+              "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+settings.register_profile("ci", max_examples=12, derandomize=True, **_GENERATED)
+settings.register_profile("chaos", max_examples=int(os.environ.get("CHAOS_EXAMPLES", "200")), **_GENERATED)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -199,3 +199,16 @@ def test_a_batch_takes_what_the_window_allows_at_once_and_learns_when_more_frees
     assert limiter.take(2) == (0, pytest.approx(limiter._span - 3))
     fake.advance(limiter._span - 3)
     assert limiter.take(2) == (2, 0.0)
+
+
+def test_a_slot_given_back_is_free_at_once(make_limiter, fake):
+    limiter = make_limiter(limit=2, window=60)
+    limiter.acquire()
+    limiter.acquire()
+
+    limiter.give_back()  # its request never reached the upstream
+
+    limiter.acquire()
+    assert fake.slept() == 0
+    limiter.acquire()
+    assert fake.slept() == pytest.approx(span(60), abs=SLACK)

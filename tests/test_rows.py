@@ -37,6 +37,7 @@ class FakeLimiter(NoLimiter):
     def __init__(self) -> None:
         self.acquired = 0
         self.backed_off = 0
+        self.given_back = 0
 
     def acquire(self, deadline=None) -> None:
         self.acquired += 1
@@ -44,6 +45,9 @@ class FakeLimiter(NoLimiter):
     def back_off(self) -> bool:
         self.backed_off += 1
         return True
+
+    def give_back(self) -> None:
+        self.given_back += 1
 
 
 @pytest.fixture
@@ -205,3 +209,27 @@ def test_the_deadline_stops_the_retries(make_creator):
 
     with pytest.raises(GaveUp, match="deadline"):
         create(creator, deadline=100.5)
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_a_post_that_never_connected_gives_its_slot_back_and_leaves_nothing_to_wait_for(creator):
+    creator.store.mark_rows_in_flight(BATCH, [1], 1000.0)
+    responses.post(CREATE, body=requests.exceptions.ConnectTimeout("connect timed out"))
+    responses.post(CREATE, **RATE_LIMITED)
+    responses.post(CREATE, json=hospital())
+
+    assert create(creator).id == 7
+    assert creator.limiter.given_back == 1  # the refused connection's, not the 429's: that one counted
+    assert row(creator.store).attempted_at is not None  # the last post may have landed: it did
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_a_row_whose_posts_never_reached_the_directory_is_known_absent(make_creator):
+    creator = make_creator(max_attempts=2)
+    creator.store.mark_rows_in_flight(BATCH, [1], 1000.0)
+    responses.post(CREATE, body=requests.exceptions.ConnectTimeout("connect timed out"))
+    responses.post(CREATE, **RATE_LIMITED)
+
+    with pytest.raises(GaveUp):
+        create(creator)
+    assert row(creator.store).attempted_at is None  # a resume need not wait for it to land

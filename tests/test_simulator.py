@@ -436,6 +436,15 @@ def test_refuse_closes_the_port_until_accept(up):
     assert call(up, "GET", "/").status_code == 200
 
 
+def test_a_session_that_was_served_is_refused_too(up):
+    with requests.Session() as session:
+        first = session.get(up.url + "/", timeout=5)
+        assert first.headers["Connection"] == "close"  # nothing kept alive past an outage
+        up.refuse()
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get(up.url + "/", timeout=5)
+
+
 def test_refuse_connections_reopens_the_same_port_after_its_seconds(up):
     create(up, "Before")
     up.refuse_connections(0.2)

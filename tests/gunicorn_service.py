@@ -51,6 +51,8 @@ class GunicornService:
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *, workers: int = 2, app: str = "wsgi:app") -> None:
         self.env, self.log_path, self.workers, self.app = dict(env), log_path, workers, app
+        # The workers' metrics go beside the log, so that a SIGKILLed service leaves nothing in /tmp.
+        self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(log_path.with_suffix(".metrics")))
         self.port = 0
         self.url = ""
         self._process: subprocess.Popen | None = None

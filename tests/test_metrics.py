@@ -116,7 +116,9 @@ def test_waits_for_the_create_rate_limit_are_counted(tmp_path):
 @pytest.mark.slow
 def test_metrics_add_up_every_gunicorn_worker_even_one_that_died(tmp_path, upstream):
     service = GunicornService(service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3"),
-                              tmp_path / "gunicorn.log", workers=2).start()
+                              tmp_path / "gunicorn.log", workers=2)
+    del service.env["PROMETHEUS_MULTIPROC_DIR"]  # gunicorn.conf.py makes a folder of its own
+    service.start()
     try:
         workers = service.worker_pids()
         for worker in workers:  # two rows created by each worker
@@ -146,3 +148,20 @@ def test_a_batch_waiting_for_the_create_rate_window_counts_the_wait(make_app, se
     assert service.upload(hospitals_csv(3)).json()["status"] == "completed"  # the third waits a window
 
     assert metric(service.get("/metrics").text, "bulkproc_rate_limit_wait_seconds_total") > before
+
+
+@pytest.mark.slow
+def test_a_named_metrics_folder_is_emptied_of_an_earlier_run(tmp_path, upstream):
+    env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    first = GunicornService(env, tmp_path / "first.log", workers=1).start()
+    try:
+        assert first.upload(hospitals_csv(2)).json()["status"] == "completed"
+        assert metric(first.get("/metrics").text, "bulkproc_hospitals_created_total") == 2
+    finally:
+        first.kill()  # as a crash would: nothing cleans up after it
+    second = GunicornService(env, tmp_path / "second.log", workers=1).start()
+    try:
+        assert metric(second.get("/metrics").text, "bulkproc_hospitals_created_total") == 0
+    finally:
+        second.stop()

@@ -193,7 +193,7 @@ class Store:
         """The store's time in epoch seconds, the one clock for leases, rate windows and timestamps."""
         if not self._database_clock:
             return self._clock()
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return self._now(conn)
 
     def _now(self, conn: Connection) -> float:

@@ -13,6 +13,7 @@ after it, the batch is swept of hospitals no row owns (only we write into our ba
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,40 @@ log = logging.getLogger(__name__)
 # already covers a cold start, so this is far past anything the upstream was seen to do. Slower
 # ones are the sweep's, and one landing after the last sweep is the residual risk (README).
 SETTLE_FACTOR = 3
+# Reads of a batch are made on this grid (seconds), so a burst of failures costs one read.
+READ_TICK = 0.1
 STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
+
+
+class _Listings:
+    """The batch's listing upstream, shared by its rows: one read that started after a row's
+    moment serves every row waiting for one, so a burst of timeouts costs a read or two, not one
+    per row (the upstream allows 50 reads a minute)."""
+
+    def __init__(self, client: DirectoryClient, clock: Callable[[], float]) -> None:
+        self._client, self._clock = client, clock
+        self._latest: dict[str, tuple[float, list[Hospital]]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def read_since(self, batch_id: str, moment: float, deadline: float | None) -> list[Hospital]:
+        """The batch's hospitals as read by a request sent at or after `moment`."""
+        with self._guard:
+            lock = self._locks.setdefault(batch_id, threading.Lock())
+        with lock:
+            latest = self._latest.get(batch_id)
+            if latest is not None and latest[0] >= moment:
+                return latest[1]
+            started = self._clock()
+            listing = self._client.list_batch(batch_id, deadline)
+            self._latest[batch_id] = (started, listing)
+            return listing
+
+    def forget(self, batch_id: str) -> None:
+        """Drop what is kept for the batch (its rows are done)."""
+        with self._guard:
+            self._latest.pop(batch_id, None)
+            self._locks.pop(batch_id, None)
 
 
 class _Stopped(Exception):
@@ -71,6 +105,7 @@ class RowCreator:
         # How long after it was sent a creation may still land upstream.
         self.settle_seconds = settle_seconds
         self._clock = clock
+        self._listings = _Listings(client, clock)
 
     # -- many rows -------------------------------------------------------------------------
 
@@ -99,6 +134,7 @@ class RowCreator:
                 self.store.mark_rows_pending(batch_id, [r.row for r in waiting], STOPPED_ROW)
                 break
         wait(futures)
+        self._listings.forget(batch_id)
 
     def _wait_for_slots(self, seconds: float) -> bool:
         """Wait for the create-rate window, counting the wait; True when shutdown cut it short."""
@@ -197,25 +233,31 @@ class RowCreator:
                 # A shared limiter holds every creation back after a 429; without one, we wait here.
                 attempts.wait_after(exc, hold=exc.rate_limited and not self.limiter.back_off())
             except MaybeLanded as exc:
-                found = self._landed(batch_id, row, exc, sent_at, deadline)
+                found = self._landed(batch_id, row, exc, sent_at, self._clock(), deadline)
                 if found is not None:
                     log.info("row %d was created by an attempt whose answer was lost (%s)", row.row, exc)
                     return found
                 attempts.wait_after(exc)
 
-    def _landed(self, batch_id: str, row: Row, failure: MaybeLanded, sent_at: float,
+    def _landed(self, batch_id: str, row: Row, failure: MaybeLanded, sent_at: float, failed_at: float,
                 deadline: float | None) -> Hospital | None:
         """The row's hospital if the failed attempt created it, read once it could have landed."""
-        found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
+        found = self._find(batch_id, row, self._read_at(batch_id, failed_at, READ_TICK, deadline))
         if found is not None or failure.answered:
             return found
-        settled_at = sent_at + self.settle_seconds
-        if settled_at > self._clock():
-            log.info("row %d: waiting %.1f s for a creation that may still land", row.row, settled_at - self._clock())
-            if self._stopping.wait(settled_at - self._clock()):
-                raise _Stopped
-            found = self._find(batch_id, row, self.client.list_batch(batch_id, deadline))
-        return found
+        if sent_at + self.settle_seconds > self._clock():
+            log.info("row %d: waiting %.1f s for a creation that may still land",
+                     row.row, sent_at + self.settle_seconds - self._clock())
+        tick = max(READ_TICK, self.settle_seconds / 20)
+        return self._find(batch_id, row, self._read_at(batch_id, sent_at + self.settle_seconds, tick, deadline))
+
+    def _read_at(self, batch_id: str, moment: float, tick: float, deadline: float | None) -> list[Hospital]:
+        """The batch's listing as read at or after `moment`, rounded up to a multiple of `tick` so
+        that rows failing together share one read; raises _Stopped when shutdown interrupts the wait."""
+        moment = math.ceil(moment / tick) * tick
+        if moment > self._clock() and self._stopping.wait(moment - self._clock()):
+            raise _Stopped
+        return self._listings.read_since(batch_id, moment, deadline)
 
     def _find(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
         """This row's hospital in the listing: same name, address and phone, not claimed by another row."""

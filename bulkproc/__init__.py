@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 
-from . import api, config, errors, imports_api, logs, pages
+from . import api, config, errors, imports_api, logs, pages, request_ids
 from .directory_client import DirectoryClient
 from .imports import Imports
 from .jobs import Jobs
@@ -19,17 +21,18 @@ from .streams import StreamSlots
 __all__ = ["create_app"]
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app: defaults, then the environment, then `test_config`; raises config.ConfigError."""
+def create_app(test_config: dict[str, Any] | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
+    """Build the app: defaults, then the environment, then `test_config`; `clock` is the host's
+    wall clock (tests move it); raises config.ConfigError."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config.from_env())
     app.config.update(test_config or {})
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"]
     app.json.sort_keys = False  # keep the documents in the contract's order
     if not app.testing:
-        logs.configure()
+        logs.configure(app.config["LOG_FORMAT"])
 
-    store = Store(app.config["DATABASE_URL"] or _default_database(app))
+    store = Store(app.config["DATABASE_URL"] or _default_database(app), clock=clock)
     client = DirectoryClient(
         app.config["HOSPITAL_API_BASE_URL"], connect_timeout=app.config["CONNECT_TIMEOUT"],
         read_timeout=app.config["READ_TIMEOUT"], max_attempts=app.config["MAX_ATTEMPTS"],
@@ -49,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(imports_api.bp)
     errors.register(app)
+    request_ids.register(app)
     return app
 
 

@@ -74,6 +74,12 @@ def _token(text: str) -> str | None:
     return text or None
 
 
+def _log_format(text: str) -> str:
+    if text.lower() not in ("text", "json"):
+        raise ValueError
+    return text.lower()
+
+
 # variable -> (default text, parser, what a good value looks like); the app.config key is the
 # variable without its BULKPROC_ prefix.
 VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
@@ -92,6 +98,7 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_OUTAGE_GRACE": ("120", _non_negative_float, "a number of seconds, 0 or more"),
     "BULKPROC_MAX_IMPORT_ROWS": ("1000", _positive_int, "a whole number of at least 1"),
     "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
+    "BULKPROC_LOG_FORMAT": ("text", _log_format, "text or json"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),

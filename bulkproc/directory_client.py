@@ -22,6 +22,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from . import metrics
 from .exceptions import GaveUp, MaybeLanded, NotSent, Refused, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,17 @@ def _never_connected(exc: requests.ConnectionError) -> bool:
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
+
+
+def _failure_kind(exc: requests.RequestException) -> str:
+    """How an exchange failed, as /metrics labels it in place of an HTTP status."""
+    if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
+        return "connect_error"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        return "connection_error"
+    return "error"
 
 
 def _message(response: requests.Response) -> str:
@@ -175,11 +187,12 @@ class DirectoryClient:
         """A fresh pacing of tries for one call (`what` names it in errors)."""
         return Attempts(self, what, deadline)
 
-    def _send(self, method: str, path: str, *, timeout: tuple[float, float] | None = None,
+    def _send(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
               **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, with failures sorted into NotSent and MaybeLanded (and logged)."""
+        """One HTTP exchange, with failures sorted into NotSent and MaybeLanded (and logged);
+        `operation` names it in /metrics."""
         try:
-            response = self._exchange(method, path, timeout=timeout, **kwargs)
+            response = self._exchange(operation, method, path, timeout=timeout, **kwargs)
         except (NotSent, MaybeLanded) as exc:
             log.warning("%s %s: %s", method, path, exc)
             if not exc.unreachable:
@@ -190,11 +203,10 @@ class DirectoryClient:
         self._unreachable_since = None
         return response
 
-    def _exchange(self, method: str, path: str, *, timeout: tuple[float, float] | None = None,
+    def _exchange(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
                   **kwargs: Any) -> requests.Response:
         try:
-            response = self._session.request(method, self.base_url + path, timeout=timeout or self.timeout,
-                                             allow_redirects=False, **kwargs)
+            response = self._request(operation, method, path, timeout=timeout or self.timeout, **kwargs)
         except requests.ConnectionError as exc:
             if _never_connected(exc):
                 raise NotSent(f"could not connect to the directory ({type(exc).__name__})",
@@ -214,6 +226,19 @@ class DirectoryClient:
                               answered=response.status_code != 504)
         return response
 
+    def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """The request itself, counted and timed under `operation` whatever its outcome."""
+        started, code = self.clock(), "error"
+        try:
+            response = self._session.request(method, self.base_url + path, allow_redirects=False, **kwargs)
+            code = str(response.status_code)
+            return response
+        except requests.RequestException as exc:
+            code = _failure_kind(exc)
+            raise
+        finally:
+            metrics.observe_upstream(operation, code, self.clock() - started)
+
     def _retrying(self, what: str, call: Callable[[], requests.Response],
                   deadline: float | None = None) -> requests.Response:
         """Run an idempotent call until it answers below 500, pacing the tries."""
@@ -232,12 +257,12 @@ class DirectoryClient:
         if self._last_answer is not None and self.clock() - self._last_answer < AWAKE_SECONDS:
             return
         self._retrying("waking the directory",
-                       lambda: self._send("GET", "/", timeout=(self.timeout[0], timeout)))
+                       lambda: self._send("wake", "GET", "/", timeout=(self.timeout[0], timeout)))
 
     def list_batch(self, batch_id: str, deadline: float | None = None) -> list[Hospital]:
         """Every hospital upstream with this batch id (none when the upstream says 404)."""
         response = self._retrying(f"reading batch {batch_id}",
-                                  lambda: self._send("GET", f"/hospitals/batch/{batch_id}"), deadline)
+                                  lambda: self._send("list_batch", "GET", f"/hospitals/batch/{batch_id}"), deadline)
         if response.status_code == 404:
             return []
         if response.status_code != 200:
@@ -247,7 +272,7 @@ class DirectoryClient:
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None) -> Hospital:
         """POST one hospital into the batch, once; raises NotSent, MaybeLanded or Refused."""
         body = {"name": name, "address": address, "phone": phone, "creation_batch_id": batch_id}
-        response = self._send("POST", "/hospitals/", json=body)
+        response = self._send("create", "POST", "/hospitals/", json=body)
         if response.status_code == 200:
             return Hospital.from_json(response.json())
         raise Refused(response.status_code, _message(response))
@@ -260,7 +285,7 @@ class DirectoryClient:
         attempts = self.attempts("activation", deadline)
         while True:
             try:
-                response = self._send("PATCH", f"/hospitals/batch/{batch_id}/activate")
+                response = self._send("activate", "PATCH", f"/hospitals/batch/{batch_id}/activate")
             except NotSent as exc:
                 attempts.wait_after(exc)
                 continue
@@ -283,8 +308,9 @@ class DirectoryClient:
 
     def delete_hospital(self, hospital_id: int, deadline: float | None = None) -> bool:
         """Delete one hospital upstream; False when it was already gone (404)."""
-        response = self._retrying(f"deleting hospital {hospital_id}",
-                                  lambda: self._send("DELETE", f"/hospitals/{hospital_id}"), deadline)
+        response = self._retrying(
+            f"deleting hospital {hospital_id}",
+            lambda: self._send("delete_hospital", "DELETE", f"/hospitals/{hospital_id}"), deadline)
         if response.status_code == 404:
             return False
         if response.status_code not in (200, 204):
@@ -293,8 +319,9 @@ class DirectoryClient:
 
     def delete_batch(self, batch_id: str, deadline: float | None = None) -> int:
         """Delete every hospital of the batch upstream; return how many went (0 when none were left)."""
-        response = self._retrying(f"deleting batch {batch_id}",
-                                  lambda: self._send("DELETE", f"/hospitals/batch/{batch_id}"), deadline)
+        response = self._retrying(
+            f"deleting batch {batch_id}",
+            lambda: self._send("delete_batch", "DELETE", f"/hospitals/batch/{batch_id}"), deadline)
         if response.status_code == 404:
             return 0
         if response.status_code != 200:

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from . import metrics
 from .csv_input import HospitalRow
 from .directory_client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
@@ -41,20 +42,21 @@ class Jobs:
     def __init__(self, store: Store, client: DirectoryClient, *, limiter: Limiter | None = None,
                  concurrency: int = 20, lease_seconds: float = 10.0, batch_deadline: float = 900.0,
                  wake_timeout: float = 90.0, settle_seconds: float = 90.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
         self._stopping = threading.Event()
         # What runs batches on top of this (imports) stops first, once the waits are cut short.
         self._also_close: list[Callable[[], None]] = []
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
-        self._clock = clock
+        # Leases, run times and settle waits are compared across instances: the store's clock, by default.
+        self._clock = clock or store.now
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
         # Batches wait on their rows, so they must not take seats in the rows' pool.
         self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
         self.rows = RowCreator(store, client, limiter or NoLimiter(), self._rows, stopping=self._stopping,
-                               settle_seconds=settle_seconds, clock=clock)
+                               settle_seconds=settle_seconds, clock=self._clock)
 
     def close(self) -> None:
         """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
@@ -88,12 +90,12 @@ class Jobs:
 
     def document(self, batch_id: str, *, timestamps: bool = True) -> dict[str, Any]:
         """The batch's status document now; raises BatchNotFound."""
-        return batch_document(self.load(batch_id), self._clock(), timestamps=timestamps)
+        batch = self.load(batch_id)
+        return batch_document(batch, batch.read_at, timestamps=timestamps)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` batches, newest first."""
-        now = self._clock()
-        return [summary_document(b, now) for b in self.store.recent(limit)]
+        return [summary_document(b, b.read_at) for b in self.store.recent(limit)]
 
     def is_final(self, document: dict[str, Any]) -> bool:
         """Whether nothing more will happen to the batch of this document."""
@@ -138,7 +140,7 @@ class Jobs:
         """Take the lease of a resumable batch for this process; False when it is not done or
         not resumable (BatchConflict when it is being processed or rolled back)."""
         batch = self.load(batch_id)
-        status = reported_status(batch, self._clock())
+        status = reported_status(batch, batch.read_at)
         if status == BatchStatus.COMPLETED:
             return False
         if status not in RESUMABLE:
@@ -179,8 +181,10 @@ class Jobs:
             left = unfinished(self.store.get_batch(batch_id).rows)
             if left:
                 self.store.mark_rows_failed(batch_id, left, error)
+                metrics.rows_failed.inc(len(left))
         outcome = _outcome(self.store.get_batch(batch_id))
         self.store.finish_run(batch_id, outcome, error, self._clock())
+        metrics.batches_finished.labels(outcome).inc()
         log.info("finished: %s", outcome)
 
     def _close_later(self, batch_id: str) -> None:
@@ -223,6 +227,7 @@ class Jobs:
         left = unfinished(self.store.get_batch(batch_id).rows)
         if left:
             self.store.mark_rows_failed(batch_id, left, error)
+            metrics.rows_failed.inc(len(left))
         return error
 
     def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
@@ -310,6 +315,7 @@ class Jobs:
             self.store.release_lease(batch_id, _outcome(self.store.get_batch(batch_id)))
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
         self.store.mark_rolled_back(batch_id)
+        metrics.batches_finished.labels(BatchStatus.ROLLED_BACK).inc()
         log.info("rolled back: %d hospitals deleted upstream", deleted)
 
 

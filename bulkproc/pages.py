@@ -1,8 +1,10 @@
-"""The upload page and the liveness check."""
+"""The upload page, the liveness check and the metrics."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template
+
+from . import metrics
 
 bp = Blueprint("pages", __name__)
 
@@ -17,3 +19,9 @@ def upload_page():
 @bp.get("/healthz")
 def healthz():
     return jsonify({"status": "ok"})
+
+
+@bp.get("/metrics")
+def metrics_text():
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)

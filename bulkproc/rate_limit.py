@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from . import metrics
 from .exceptions import GaveUp
 from .store import Store
 
@@ -60,10 +61,11 @@ class RateLimiter:
 
     def __init__(self, store: Store, limit: int, window: float, *,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] | None = None) -> None:
         self.store, self.limit, self.window = store, limit, window
         self._span = window * WINDOW_MARGIN + EDGE_SECONDS
-        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock
+        # `clock` measures waits here; the back-off is dated on the store's clock, shared by every instance.
+        self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock or store.now
 
     def take(self, wanted: int) -> tuple[int, float]:
         """Take up to `wanted` slots at once, without waiting; return (taken, seconds until the next frees)."""
@@ -78,6 +80,7 @@ class RateLimiter:
             if deadline is not None and self._clock() + wait >= deadline:
                 raise GaveUp(DEADLINE_MESSAGE)
             self._sleep(wait)
+            metrics.rate_limit_wait.inc(wait)
 
     def back_off(self) -> bool:
         """After a 429 (someone else spent our quota), hold every creation until the window has reset."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from . import metrics
 from .directory_client import DirectoryClient, Hospital
 from .exceptions import MaybeLanded, NotSent, Refused, StoreUnavailable, UpstreamError
 from .logs import in_batch_context
@@ -39,29 +40,6 @@ SETTLE_FACTOR = 3
 # Reads of a batch are made on this grid (seconds), so a burst of failures costs one read.
 READ_TICK = 0.1
 STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
-
-
-class Tally:
-    """A thread-safe running count, for figures a metrics endpoint can export."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._value = 0
-        self._lock = threading.Lock()
-
-    def add(self, n: int = 1) -> None:
-        """Count `n` more."""
-        with self._lock:
-            self._value += n
-
-    @property
-    def value(self) -> int:
-        """The count so far, in this process."""
-        return self._value
-
-
-# Late duplicates of our own creations deleted upstream by this process.
-duplicates_removed = Tally("duplicates_removed")
 
 
 class _Listings:
@@ -154,6 +132,7 @@ class RowCreator:
                 if waiting and time.monotonic() + wait_seconds >= deadline:
                     self.store.mark_rows_failed(batch_id, [r.row for r in waiting],
                                                 f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed.")
+                    metrics.rows_failed.inc(len(waiting))
                     break
                 if waiting and self._pause(batch_id, wait_seconds):
                     if self._stopping.is_set():
@@ -173,13 +152,17 @@ class RowCreator:
             raise lost  # StoreUnavailable: some row's state could not be written
 
     def _pause(self, batch_id: str, seconds: float) -> bool:
-        """Wait `seconds` for the rate window; True when waiting should stop instead: shutting
-        down, or the batch's import cancelled (from any process)."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if self._stopping.wait(min(left, CANCEL_POLL_SECONDS)) or self.store.is_cancelling(batch_id):
-                return True
-        return False
+        """Wait `seconds` for the rate window, counting the wait; True when waiting should stop
+        instead: shutting down, or the batch's import cancelled (from any process)."""
+        started = time.monotonic()
+        end = started + seconds
+        try:
+            while (left := end - time.monotonic()) > 0:
+                if self._stopping.wait(min(left, CANCEL_POLL_SECONDS)) or self.store.is_cancelling(batch_id):
+                    return True
+            return False
+        finally:
+            metrics.rate_limit_wait.inc(time.monotonic() - started)
 
     def reconcile(self, batch_id: str, deadline: float) -> list[Row]:
         """On resume: record the rows that exist upstream and return the others, reset to pending.
@@ -200,7 +183,7 @@ class RowCreator:
             found, todo = match(rows, self.client.list_batch(batch_id, deadline))
         for row, hospital in found.items():
             if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
-                self.store.record_created(batch_id, row.row, hospital.id)
+                self._record_created(batch_id, row, hospital.id)
         if todo:
             self.store.mark_rows_pending(batch_id, [r.row for r in todo])
         log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
@@ -214,7 +197,7 @@ class RowCreator:
         if extra:
             log.warning("duplicates_removed=%d: late duplicates of our own retries deleted (ids %s)",
                         removed, ", ".join(str(h.id) for h in extra))
-            duplicates_removed.add(removed)
+            metrics.duplicates_removed.inc(removed)
         return removed
 
     # -- one row ---------------------------------------------------------------------------
@@ -232,19 +215,26 @@ class RowCreator:
         except Refused as exc:
             log.warning("row %d refused: %s", row.row, exc)
             # A refusal is an answer: nothing was created, so a resume need not wait for it to land.
-            self.store.record_row_failed(batch_id, row.row, str(exc), may_have_landed=False)
+            self._record_failed(batch_id, row, str(exc), may_have_landed=False)
         except _Stopped:
             log.warning("row %d left pending: shutting down", row.row)
             self.store.mark_rows_pending(batch_id, [row.row], STOPPED_ROW)
         except UpstreamError as exc:
             log.warning("row %d failed: %s", row.row, exc)
-            self.store.record_row_failed(batch_id, row.row, str(exc))
+            self._record_failed(batch_id, row, str(exc))
         except Exception as exc:  # the task boundary: nothing may escape a worker thread unrecorded
             log.exception("row %d failed unexpectedly", row.row)
-            self.store.record_row_failed(batch_id, row.row,
-                                         f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
+            self._record_failed(batch_id, row, f"Unexpected error ({type(exc).__name__}); the row can be resumed.")
         else:
-            self.store.record_created(batch_id, row.row, hospital.id)
+            self._record_created(batch_id, row, hospital.id)
+
+    def _record_created(self, batch_id: str, row: Row, hospital_id: int) -> None:
+        self.store.record_created(batch_id, row.row, hospital_id)
+        metrics.hospitals_created.inc()
+
+    def _record_failed(self, batch_id: str, row: Row, error: str, *, may_have_landed: bool = True) -> None:
+        self.store.record_row_failed(batch_id, row.row, error, may_have_landed=may_have_landed)
+        metrics.rows_failed.inc()
 
     def post(self, batch_id: str, row: Row, deadline: float | None = None) -> Hospital:
         """Post the row until it exists upstream, at most once; its first slot is already taken.

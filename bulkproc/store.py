@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -40,6 +40,11 @@ class Message(TypeDecorator):
 
     def process_bind_param(self, value: str | None, dialect: object) -> str | None:
         return None if value is None else value.replace("\x00", "\ufffd")
+
+
+# PostgreSQL's own clock, read inside the transaction that compares with it: every instance sharing
+# the database then measures leases and rate windows on one clock, whatever its host's says.
+DATABASE_NOW = text("SELECT extract(epoch from clock_timestamp())::float8")
 
 batches = Table(
     "batches", metadata,
@@ -152,6 +157,8 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     # How many rows are in each status; filled even where `rows` is not (the listing).
     row_counts: dict[str, int] = field(default_factory=dict)
+    # The store's time when the batch was read (Store.now), for judging its lease.
+    read_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -255,11 +262,16 @@ def _reason(exc: BaseException) -> str:
 
 
 class Store:
-    """Batches and rows in a SQL database; every write bumps the batch's version and wakes watchers."""
+    """Batches and rows in a SQL database; every write bumps the batch's version and wakes watchers.
 
-    def __init__(self, url: str, clock=time.time) -> None:
+    Its time (`now`) is the database's on PostgreSQL, which several hosts share, and `clock` (the
+    host's) on SQLite, which one host has to itself; `database_clock=False` uses `clock` everywhere.
+    """
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.time, *, database_clock: bool = True) -> None:
         self.engine = engine_for(url)
         self._clock = clock
+        self._database_clock = database_clock and self.engine.dialect.name == "postgresql"
         self._changed = threading.Condition()
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
         try:
@@ -280,6 +292,17 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def now(self) -> float:
+        """The store's time in epoch seconds, the one clock for leases, rate windows and timestamps."""
+        if not self._database_clock:
+            return self._clock()
+        with self._read() as conn:
+            return self._now(conn)
+
+    def _now(self, conn: Connection) -> float:
+        """The store's time, read inside the caller's transaction."""
+        return conn.execute(DATABASE_NOW).scalar_one() if self._database_clock else self._clock()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -309,9 +332,9 @@ class Store:
         Raises IdempotencyMismatch when the key was seen with another file.
         """
         rows = list(rows)
-        now = self._clock()
         try:
             with self._write() as conn:
+                now = self._now(conn)
                 conn.execute(insert(batches).values(
                     id=batch_id, status=BatchStatus.QUEUED, total=len(rows), activated=False,
                     version=0, created_at=now, updated_at=now, elapsed=0.0, lease_owner=owner,
@@ -344,8 +367,10 @@ class Store:
                 return None
             rows = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id)
                                 .order_by(batch_rows.c.row)).all()
+            read_at = self._now(conn)
         loaded = [Row(**{k: v for k, v in r._mapping.items() if k != "batch_id"}) for r in rows]
-        return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)))
+        return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)),
+                     read_at=read_at)
 
     def recent(self, limit: int) -> list[Batch]:
         """The newest batches first, with their row counts but not their rows."""
@@ -358,7 +383,8 @@ class Store:
                     .where(batch_rows.c.batch_id.in_(list(counts)))
                     .group_by(batch_rows.c.batch_id, batch_rows.c.status)):
                 counts[batch_id][status] = count
-        return [Batch(**b._mapping, row_counts=counts[b.id]) for b in found]
+            read_at = self._now(conn)
+        return [Batch(**b._mapping, row_counts=counts[b.id], read_at=read_at) for b in found]
 
     def version(self, batch_id: str) -> int | None:
         with self._read() as conn:
@@ -435,7 +461,7 @@ class Store:
                 conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id, *which)
                              .values(**row_values))
             conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._clock(), **(batch or {})))
+                version=batches.c.version + 1, updated_at=self._now(conn), **(batch or {})))
         self._notify()
 
     # -- leases --------------------------------------------------------------------------
@@ -443,9 +469,9 @@ class Store:
     def take_lease(self, batch_id: str, owner: str, until: float, from_statuses: Iterable[str]) -> bool:
         """Atomically make `owner` the batch's processor, if it is in one of `from_statuses`
         or its previous owner's lease has lapsed; return whether it did."""
-        now = self._clock()
-        lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
         with self._write() as conn:
+            now = self._now(conn)
+            lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
             taken = conn.execute(update(batches).where(
                 batches.c.id == batch_id,
                 batches.c.status.in_([str(s) for s in from_statuses]) | lapsed,
@@ -471,11 +497,12 @@ class Store:
     def take_create_slots(self, limit: int, window: float, wanted: int = 1) -> tuple[int, float]:
         """Take up to `wanted` creation slots, keeping at most `limit` in any `window` seconds and
         none while a back-off is in force; return (slots taken, seconds until another frees)."""
-        now = self._clock()
         with self._write() as conn:
             # The lock row serialises limiter updates on PostgreSQL; SQLite's BEGIN IMMEDIATE already does.
             blocked_until = conn.execute(select(limiter.c.blocked_until).where(limiter.c.id == 1)
                                          .with_for_update()).scalar_one()
+            # Read once the lock is held: a time from before a wait for it would date the slot too early.
+            now = self._now(conn)
             if blocked_until > now:
                 return 0, blocked_until - now
             conn.execute(create_slots.delete().where(create_slots.c.taken_at <= now - window))

@@ -49,8 +49,10 @@ def service_env(upstream_url: str, database_url: str, **extra: str) -> dict[str,
 class GunicornService:
     """One gunicorn master with `workers` gthread workers on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, *, workers: int = 2) -> None:
-        self.env, self.log_path, self.workers = dict(env), log_path, workers
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, workers: int = 2, app: str = "wsgi:app") -> None:
+        self.env, self.log_path, self.workers, self.app = dict(env), log_path, workers, app
+        # The workers' metrics go beside the log, so that a SIGKILLed service leaves nothing in /tmp.
+        self.env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(log_path.with_suffix(".metrics")))
         self.port = 0
         self.url = ""
         self._process: subprocess.Popen | None = None
@@ -66,7 +68,7 @@ class GunicornService:
         self._log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
             [str(GUNICORN), "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "wsgi:app"],
+             "--workers", str(self.workers), self.app],
             cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             self._wait_ready(timeout)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
 T = TypeVar("T")
@@ -36,6 +37,15 @@ def wait_until(condition: Callable[[], T], *, timeout: float, what: str, interva
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)  # the pause between looks of a loop bounded by `deadline`
+
+
+def metric(exposition: str, sample: str, **labels: str) -> float:
+    """The value of one sample (e.g. `bulkproc_rows_failed_total`) in /metrics text; 0 when absent."""
+    for family in text_string_to_metric_families(exposition):
+        for found in family.samples:
+            if found.name == sample and found.labels == labels:
+                return found.value
+    return 0.0
 
 
 def free_port() -> int:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import requests
 
-from bulkproc import rows as rows_module
 from bulkproc.simulator import create_simulator, serve
-from tests.support import free_port, hospitals_csv, wait_until
+from tests.support import free_port, hospitals_csv, metric, wait_until
 
 
 def names(sim, batch_id: str) -> list[str]:
@@ -41,7 +40,7 @@ def test_a_late_duplicate_is_deleted_before_activation_and_counted(make_app, ser
     twin = requests.post(f"{upstream.url}/hospitals/", timeout=5, json={
         "name": f"Hospital {n}", "address": f"{n} Main St, Springfield", "phone": f"555-010-{n:04d}",
         "creation_batch_id": first["batch_id"]}).json()
-    removed_before = rows_module.duplicates_removed.value
+    removed_before = metric(service.get("/metrics").text, "bulkproc_duplicates_removed_total")
 
     with caplog.at_level("INFO", logger="bulkproc"):
         document = service.post(f"/hospitals/bulk/{first['batch_id']}/resume").json()
@@ -50,7 +49,7 @@ def test_a_late_duplicate_is_deleted_before_activation_and_counted(make_app, ser
     assert names(upstream.sim, first["batch_id"]) == ["Hospital 1", "Hospital 2"]
     assert twin["id"] not in {h["id"] for h in upstream.sim.hospitals()}
     assert document["hospitals"][n - 1]["hospital_id"] == created["hospital_id"]
-    assert rows_module.duplicates_removed.value == removed_before + 1
+    assert metric(service.get("/metrics").text, "bulkproc_duplicates_removed_total") == removed_before + 1
     assert "duplicates_removed=1" in caplog.text
 
 

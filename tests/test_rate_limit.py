@@ -59,7 +59,7 @@ def make_limiter(store_url: str, fake: FakeTime) -> Iterator[Callable[..., RateL
     stores: list[Store] = []
 
     def build(limit: int, window: float) -> RateLimiter:
-        store = Store(store_url, clock=fake.time)
+        store = Store(store_url, clock=fake.time, database_clock=False)
         stores.append(store)
         return RateLimiter(store, limit, window, sleep=fake.sleep, clock=fake.monotonic, wall_clock=fake.time)
 
@@ -166,7 +166,7 @@ def test_two_stores_on_one_database_share_one_limit(make_limiter, fake):
 
 
 def test_concurrent_slot_takers_never_exceed_the_limit(store_url, fake):
-    stores = [Store(store_url, clock=fake.time) for _ in range(3)]
+    stores = [Store(store_url, clock=fake.time, database_clock=False) for _ in range(3)]
     barrier = threading.Barrier(12)
     waits: list[float] = []
     lock = threading.Lock()

@@ -47,6 +47,7 @@ def make_store(store_url: str, clock: FakeClock) -> Iterator[Callable[..., Store
 
     def build(**kwargs) -> Store:
         kwargs.setdefault("clock", clock)
+        kwargs.setdefault("database_clock", False)  # fake time, on PostgreSQL too
         store = Store(store_url, **kwargs)
         stores.append(store)
         return store

@@ -1,0 +1,52 @@
+"""The service's Prometheus metrics, counted where the work happens and summed over every worker.
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set up by gunicorn.conf.py before any worker starts)
+makes every worker write its counts to files there, and /metrics adds them up; elsewhere (tests,
+`flask run`) the counts live in this process's default registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics,
+    generate_latest, multiprocess,
+)
+
+# A `_created` timestamp beside every counter doubles the output and multiprocess mode has none.
+disable_created_metrics()
+
+hospitals_created = Counter(
+    "bulkproc_hospitals_created", "Rows the job store learned exist upstream (created by a try of ours).")
+rows_failed = Counter(
+    "bulkproc_rows_failed", "Rows marked failed (a resume that fails a row again counts it again).")
+batches_finished = Counter(
+    "bulkproc_batches_finished", "Runs of a batch that ended, by the status the batch ended in.", ["status"])
+upstream_requests = Counter(
+    "bulkproc_upstream_requests", "Requests sent to the directory, by operation and HTTP status or failure kind.",
+    ["operation", "code"])
+upstream_duration = Histogram(
+    "bulkproc_upstream_request_duration_seconds",
+    "Time from sending a request to the directory to its answer or failure.",
+    ["operation"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 7.5, 10, 20, 30, 60, 90))
+rate_limit_wait = Counter(
+    "bulkproc_rate_limit_wait_seconds", "Seconds creations waited for a slot of the create-rate limit.")
+duplicates_removed = Counter(
+    "bulkproc_duplicates_removed", "Late duplicates of our own creations deleted upstream.")
+
+
+def observe_upstream(operation: str, code: str, seconds: float) -> None:
+    """Count one request to the directory and how long it took."""
+    upstream_requests.labels(operation, code).inc()
+    upstream_duration.labels(operation).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus text, summed over every worker process, and their content type."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

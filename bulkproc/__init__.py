@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, config, errors, logs, pages
+from . import api, api_docs, config, errors, logs, pages
 from .directory_client import DirectoryClient
 from .jobs import Jobs
 from .rate_limit import RateLimiter
@@ -41,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api_docs.bp)
     errors.register(app)
     return app
 

@@ -79,7 +79,7 @@ def _accepted(batch_id: str) -> Response:
 
 
 def _finished(batch_id: str) -> tuple[Response, int]:
-    return jsonify(_jobs().document(batch_id, timestamps=False)), 200
+    return jsonify(_jobs().document(batch_id)), 200
 
 
 @bp.post("")
@@ -120,7 +120,7 @@ def validate_batch():
 @bp.get("")
 def list_batches():
     text = request.args.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
                          [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
     return jsonify({"batches": _jobs().recent(int(text))})

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIMULATOR_PORT ?= 9000
 
-.PHONY: install run test bench clean
+.PHONY: install run test fuzz bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# A long schemathesis run against the live service: FUZZ_EXAMPLES generated requests per
+# operation (make test sends a few); no per-test timeout, since it is one long test.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_api_fuzz.py -p no:cacheprovider -o timeout=0
 
 bench: $(STAMP)
 	$(PY) bench/bulk_latency.py

@@ -145,20 +145,19 @@ ROW_FIX = {
     "description": "New values for a failed row, checked by the CSV rules.",
 }
 
-UPLOAD = {
-    "type": "object", "required": ["file"],
-    "properties": {
-        "file": {"type": "string", "format": "binary", "contentMediaType": "text/csv",
-                 "description": "The CSV: UTF-8, optional header `name,address,phone`."},
-        "async": {"type": "string", "description": "`1`, `true` or `yes`: answer `202` at once."},
-    },
-}
+_CSV_FILE = {"type": "string", "format": "binary", "contentMediaType": "text/csv",
+             "description": "The CSV: UTF-8, optional header `name,address,phone`."}
+CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE}}
+# Form fields are text whatever they hold; any value but 1/true/yes means "synchronous".
+UPLOAD = {"type": "object", "required": ["file"],
+          "properties": {"file": _CSV_FILE,
+                         "async": {"description": "`1`, `true` or `yes`: answer `202` at once."}}}
 
 SCHEMAS: Json = {
     "Error": ERROR, "ErrorDetail": ERROR_DETAIL, "RowDocument": ROW_DOCUMENT,
     "BatchDocument": BATCH_DOCUMENT, "BatchSummary": BATCH_SUMMARY, "BatchList": BATCH_LIST,
     "Validation": VALIDATION, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
-    "ImportList": IMPORT_LIST, "RowFix": ROW_FIX, "Upload": UPLOAD,
+    "ImportList": IMPORT_LIST, "RowFix": ROW_FIX, "Upload": UPLOAD, "CsvFile": CSV_FILE,
     "Health": _object({"status": {"type": "string", "const": "ok"}}),
     "Ready": _object({"status": {"type": "string", "const": "ready"}}),
 }
@@ -267,9 +266,9 @@ def _operation(operation_id: str, summary: str, tag: str, responses: Json, *, de
     return operation
 
 
-def _upload_body(description: str) -> Json:
+def _upload_body(description: str, schema: str = "CsvFile") -> Json:
     return {"required": True, "description": description, "content": {"multipart/form-data": {
-        "schema": _ref("schemas", "Upload"), "encoding": {"file": {"contentType": "text/csv"}}}}}
+        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": "text/csv"}}}}}
 
 
 _EVENTS = _text("Server-sent events: one `data:` line with the document whenever it changes; "
@@ -289,7 +288,8 @@ def _batch_paths() -> Json:
                  **_errors(400, 401, 413, 422, *UPSTREAM)},
                 description="Synchronous by default. With `Prefer: respond-async` or `async=1` it answers "
                             "`202` at once with `Location`.",
-                parameters=("Async", "Prefer", "IdempotencyKey"), body=upload),
+                parameters=("Async", "Prefer", "IdempotencyKey"),
+                body=_upload_body("The CSV in the multipart field `file`; `async` may come here too.", "Upload")),
             "get": _operation("list_batches", "Recent batches, newest first, without rows", "batches",
                               {**_ok("The summaries.", "BatchList"), **_errors(400, 401, *STORE)},
                               parameters=("Limit",)),
@@ -362,7 +362,7 @@ def _import_paths() -> Json:
                                       headers=("Location",)),
                                 **_errors(400, 401, 413, 422, *STORE)},
                                description="Split in order into batches of at most BULKPROC_MAX_ROWS rows.",
-                               parameters=("IdempotencyKey",), body=upload),
+                               body=upload),
             "get": _operation("list_imports", "Recent imports, newest first", "imports",
                               {**_ok("The imports.", "ImportList"), **_errors(400, 401, *STORE)},
                               parameters=("Limit",)),

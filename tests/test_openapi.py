@@ -8,6 +8,7 @@ branches are building are tested too, and skipped while the app has no route for
 """
 
 import json
+import os
 import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -424,3 +425,61 @@ def test_unknown_imports_are_documented_404s(service):
         response = service.http.request(method, service.url + template.format(import_id=UNKNOWN), timeout=30)
         assert response.status_code == 404
         assert_conforms(response, method, template)
+
+
+# -- /docs in a browser ----------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1200,900"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def _requested_urls(driver):
+    """Every URL the page asked the network for, from Chromium's performance log."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def test_docs_renders_every_operation_and_tries_one_out_offline(browser, service):
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(service.url + "/docs")
+    wait.until(expected_conditions.presence_of_element_located(("id", "operations-service-healthz")))
+    rendered = {e.get_attribute("id") for e in browser.find_elements("css selector", ".opblock[id]")}
+    documented = {f"operations-{op['tags'][0]}-{op['operationId']}" for item in DOCUMENT["paths"].values()
+                  for key, op in item.items() if key != "parameters"}
+    assert rendered == documented
+
+    healthz = browser.find_element("id", "operations-service-healthz")
+    healthz.find_element("css selector", ".opblock-summary").click()
+    wait.until(lambda _: healthz.find_elements("css selector", ".try-out__btn"))[0].click()
+    healthz.find_element("css selector", ".execute").click()
+    wait.until(lambda _: healthz.find_elements("css selector", ".live-responses-table tbody .response-col_status"))
+    assert healthz.find_element("css selector", ".live-responses-table tbody .response-col_status").text.strip() == "200"
+
+    requested = [u for u in _requested_urls(browser) if not u.startswith("data:")]
+    assert service.url + "/healthz" in requested
+    assert [u for u in requested if urlsplit(u).netloc != urlsplit(service.url).netloc] == []

@@ -238,11 +238,32 @@ STORE = (503,)  # every operation that reads or writes the job store
 UPSTREAM = (502, 503, 504)
 
 
-def _ok(description: str, schema_name: str, *, status: int = 200, headers: tuple[str, ...] = ()) -> Json:
+def _ok(description: str, schema_name: str, *, status: int = 200, headers: tuple[str, ...] = (),
+        links: tuple[str, ...] = ()) -> Json:
     response: Json = {"description": description, "content": _json_content(_ref("schemas", schema_name))}
     if headers:
         response["headers"] = {_header_name(h): _ref("headers", h) for h in headers}
+    if links:
+        response["links"] = {name: _ref("links", name) for name in links}
     return {str(status): response}
+
+
+def _link(operation_id: str, id_field: str, **more: str) -> Json:
+    """A link from a document to `operation_id`, taking the document's id (and `more` parameters)."""
+    return {"operationId": operation_id,
+            "parameters": {id_field: f"$response.body#/{id_field}", **more}}
+
+
+# What a client can do next with a batch or import it was just answered.
+LINKS: Json = {
+    **{op: _link(op, "batch_id") for op in ("get_batch", "batch_events", "resume_batch", "roll_back_batch",
+                                             "batch_results", "batch_failed_rows")},
+    "fix_batch_row": _link("fix_batch_row", "batch_id", row="$response.body#/hospitals/0/row"),
+    **{op: _link(op, "import_id") for op in ("get_import", "import_events", "cancel_import", "resume_import",
+                                              "roll_back_import", "import_results", "import_failed_rows")},
+}
+BATCH_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"batch_id"})
+IMPORT_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"import_id"})
 
 
 def _text(description: str, media_type: str, schema: Json | None = None, **extra: Any) -> Json:
@@ -266,13 +287,29 @@ def _operation(operation_id: str, summary: str, tag: str, responses: Json, *, de
     return operation
 
 
+EXAMPLE_CSV = ("name,address,phone\n"
+               "General Hospital,1 Main St,555-0100\n"
+               '"Saint Mary\'s","2 Elm St, Boston",(617) 555-0101\n')
+
+
 def _upload_body(description: str, schema: str = "CsvFile") -> Json:
     return {"required": True, "description": description, "content": {"multipart/form-data": {
-        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": "text/csv"}}}}}
+        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": "text/csv"}},
+        "examples": {"two_hospitals": {"summary": "Two hospitals, with a header",
+                                       "value": {"file": EXAMPLE_CSV}}}}}}
 
 
-_EVENTS = _text("Server-sent events: one `data:` line with the document whenever it changes; "
-                "the stream ends after a final state.", "text/event-stream")
+def _events(schema_name: str) -> Json:
+    """An event stream whose events carry the document `schema_name` as JSON in their data."""
+    # Before OpenAPI 3.2 (itemSchema), a text/event-stream schema describes one event.
+    event = {"type": "object", "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": _ref("schemas", schema_name)},
+        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
+    return _text("Server-sent events: the document whenever it changes, a comment now and then to keep "
+                 "the connection open; the stream ends after a final state.", "text/event-stream", event)
+
+
 _ACCEPTED = ("Location", "PreferenceApplied")
 
 
@@ -282,9 +319,9 @@ def _batch_paths() -> Json:
         "/hospitals/bulk": {
             "post": _operation(
                 "create_batch", "Create a batch from a CSV", "batches",
-                {**_ok("Processed: the result document.", "BatchDocument"),
+                {**_ok("Processed: the result document.", "BatchDocument", links=BATCH_LINKS),
                  **_ok("Accepted: processing goes on in the background.", "BatchDocument", status=202,
-                       headers=_ACCEPTED),
+                       headers=_ACCEPTED, links=BATCH_LINKS),
                  **_errors(400, 401, 413, 422, *UPSTREAM)},
                 description="Synchronous by default. With `Prefer: respond-async` or `async=1` it answers "
                             "`202` at once with `Location`.",
@@ -311,7 +348,7 @@ def _batch_paths() -> Json:
         "/hospitals/bulk/{batch_id}/events": {
             "parameters": [_ref("parameters", "BatchId")],
             "get": _operation("batch_events", "Live progress of a batch", "batches",
-                              {**_EVENTS, **_errors(401, 404, *STORE)}),
+                              {**_events("BatchDocument"), **_errors(401, 404, *STORE)}),
         },
         "/hospitals/bulk/{batch_id}/resume": {
             "parameters": [_ref("parameters", "BatchId")],
@@ -359,7 +396,7 @@ def _import_paths() -> Json:
         "/hospitals/imports": {
             "post": _operation("create_import", "Import a file of any size", "imports",
                                {**_ok("Accepted: the import document.", "ImportDocument", status=202,
-                                      headers=("Location",)),
+                                      headers=("Location",), links=IMPORT_LINKS),
                                 **_errors(400, 401, 413, 422, *STORE)},
                                description="Split in order into batches of at most BULKPROC_MAX_ROWS rows.",
                                body=upload),
@@ -381,7 +418,7 @@ def _import_paths() -> Json:
         "/hospitals/imports/{import_id}/events": {
             "parameters": one,
             "get": _operation("import_events", "Live progress of an import", "imports",
-                              {**_EVENTS, **_errors(401, 404, *STORE)}),
+                              {**_events("ImportDocument"), **_errors(401, 404, *STORE)}),
         },
         "/hospitals/imports/{import_id}/cancel": {
             "parameters": one,
@@ -453,7 +490,7 @@ def document(*, token_required: bool = False) -> Json:
                  {"name": "service", "description": "Open to everyone, token or not."}],
         "paths": paths,
         "components": {"schemas": SCHEMAS, "parameters": PARAMETERS, "headers": HEADERS,
-                       "responses": RESPONSES,
+                       "responses": RESPONSES, "links": LINKS,
                        "securitySchemes": {"bearerAuth": {
                            "type": "http", "scheme": "bearer",
                            "description": "BULKPROC_API_TOKEN, when the service has one."}}},

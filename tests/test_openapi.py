@@ -66,7 +66,8 @@ def _validate(body, schema):
 
 
 def assert_conforms(response, method, template, *, operation=None):
-    """Check a requests.Response against the documented operation `method template`; return its JSON, if any."""
+    """Check a requests.Response against the documented operation `method template`; return its JSON
+    (for an event stream, the documents its events carry), if any."""
     if operation is None:
         operation = DOCUMENT["paths"][template][method.lower()]
     status = str(response.status_code)
@@ -78,10 +79,17 @@ def assert_conforms(response, method, template, *, operation=None):
     for name, header in documented.get("headers", {}).items():
         if _follow(header).get("required"):
             assert name in response.headers, f"{where} without its {name} header"
+    schema = documented["content"][media_type]["schema"]
     if media_type == "application/json":
         body = response.json()
-        _validate(body, documented["content"][media_type]["schema"])
+        _validate(body, schema)
         return body
+    if media_type == "text/event-stream":
+        events = [json.loads(line.removeprefix("data: ")) for line in response.text.splitlines()
+                  if line.startswith("data: ")]
+        for event in events:
+            _validate(event, _follow(schema)["properties"]["data"]["contentSchema"])
+        return events
     return None
 
 
@@ -132,6 +140,14 @@ def test_protected_operations_need_the_token_only_when_one_is_set():
         assert paths["/hospitals/bulk/{batch_id}"]["get"]["security"] == expected
         assert paths["/hospitals/imports"]["post"]["security"] == expected
         assert paths["/healthz"]["get"]["security"] == []
+
+
+def test_every_link_leads_to_an_operation_with_the_parameters_it_fills():
+    operations = {op["operationId"]: (path, op) for path, item in DOCUMENT["paths"].items()
+                  for key, op in item.items() if key != "parameters"}
+    for name, link in DOCUMENT["components"]["links"].items():
+        path, _ = operations[link["operationId"]]
+        assert set(link["parameters"]) == set(re.findall(r"\{(\w+)\}", path)), name
 
 
 def test_every_error_answer_refers_to_the_error_document():
@@ -246,10 +262,9 @@ def test_get_listing_and_events_conform(service):
     assert_conforms(service.get(f"/hospitals/bulk/{batch_id}"), "GET", "/hospitals/bulk/{batch_id}")
     listing = assert_conforms(service.get("/hospitals/bulk", params={"limit": 5}), "GET", "/hospitals/bulk")
     assert listing["batches"][0]["batch_id"] == batch_id
-    events = service.get(f"/hospitals/bulk/{batch_id}/events")
-    assert_conforms(events, "GET", "/hospitals/bulk/{batch_id}/events")
-    last = [line for line in events.text.splitlines() if line.startswith("data: ")][-1]
-    _validate(json.loads(last.removeprefix("data: ")), {"$ref": "#/components/schemas/BatchDocument"})
+    events = assert_conforms(service.get(f"/hospitals/bulk/{batch_id}/events"), "GET",
+                             "/hospitals/bulk/{batch_id}/events")
+    assert events[-1]["status"] == "completed"
 
 
 @pytest.mark.parametrize("path", ["/hospitals/bulk/validate", "/hospitals/imports/validate"])

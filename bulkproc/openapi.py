@@ -167,13 +167,13 @@ SCHEMAS: Json = {
 HEADERS: Json = {
     "Location": {"required": True, "description": "Where to follow the work.",
                  "schema": {"type": "string"}},
-    "PreferenceApplied": {"description": "`respond-async` when the `Prefer` header was honoured.",
+    "Preference-Applied": {"description": "`respond-async` when the `Prefer` header was honoured.",
                           "schema": {"type": "string"}},
-    "RetryAfter": {"description": "Seconds to wait before trying again.",
+    "Retry-After": {"description": "Seconds to wait before trying again.",
                    "schema": {"type": "string"}},
-    "WWWAuthenticate": {"required": True, "description": "`Bearer`.", "schema": {"type": "string"}},
+    "WWW-Authenticate": {"required": True, "description": "`Bearer`.", "schema": {"type": "string"}},
     "Allow": {"description": "The methods this address accepts.", "schema": {"type": "string"}},
-    "ContentDisposition": {"description": "`attachment` with a file name.", "schema": {"type": "string"}},
+    "Content-Disposition": {"description": "`attachment` with a file name.", "schema": {"type": "string"}},
 }
 
 PARAMETERS: Json = {
@@ -201,7 +201,7 @@ PARAMETERS: Json = {
 ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     400: ("BadRequest", "Malformed request: no `file` part, empty file name, not multipart, bad parameter.", ()),
     401: ("Unauthorized", "Missing or wrong API token (only when BULKPROC_API_TOKEN is set).",
-          ("WWWAuthenticate",)),
+          ("WWW-Authenticate",)),
     404: ("NotFound", "Unknown or malformed id.", ()),
     405: ("MethodNotAllowed", "This address does not accept that method.", ("Allow",)),
     409: ("Conflict", "The batch is in a state that does not allow this.", ()),
@@ -209,7 +209,7 @@ ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     422: ("Unprocessable", "The CSV (or the fix) is refused; `details` names every row and column.", ()),
     502: ("BadGateway", "The upstream is unreachable and the request could not proceed.", ()),
     503: ("ServiceUnavailable", "The job store is unavailable (the batch id is named when there is one), "
-                               "or too many event streams are open.", ("RetryAfter",)),
+                               "or too many event streams are open.", ("Retry-After",)),
     504: ("GatewayTimeout", "The upstream did not answer in time and the request could not proceed.", ()),
 }
 
@@ -221,13 +221,8 @@ def _json_content(schema: Json) -> Json:
 def _error_response(description: str, headers: tuple[str, ...]) -> Json:
     response: Json = {"description": description, "content": _json_content(_ref("schemas", "Error"))}
     if headers:
-        response["headers"] = {_header_name(h): _ref("headers", h) for h in headers}
+        response["headers"] = {h: _ref("headers", h) for h in headers}
     return response
-
-
-def _header_name(component: str) -> str:
-    return {"PreferenceApplied": "Preference-Applied", "RetryAfter": "Retry-After",
-            "WWWAuthenticate": "WWW-Authenticate", "ContentDisposition": "Content-Disposition"}.get(component, component)
 
 
 RESPONSES: Json = {name: _error_response(text, headers) for name, text, headers in ERRORS.values()}
@@ -242,7 +237,7 @@ def _ok(description: str, schema_name: str, *, status: int = 200, headers: tuple
         links: tuple[str, ...] = ()) -> Json:
     response: Json = {"description": description, "content": _json_content(_ref("schemas", schema_name))}
     if headers:
-        response["headers"] = {_header_name(h): _ref("headers", h) for h in headers}
+        response["headers"] = {h: _ref("headers", h) for h in headers}
     if links:
         response["links"] = {name: _ref("links", name) for name in links}
     return {str(status): response}
@@ -310,7 +305,8 @@ def _events(schema_name: str) -> Json:
                  "the connection open; the stream ends after a final state.", "text/event-stream", event)
 
 
-_ACCEPTED = ("Location", "PreferenceApplied")
+_ACCEPTED = ("Location", "Preference-Applied")
+_CSV_HEADERS = {"Content-Disposition": _ref("headers", "Content-Disposition")}
 
 
 def _batch_paths() -> Json:
@@ -364,15 +360,14 @@ def _batch_paths() -> Json:
             "parameters": [_ref("parameters", "BatchId")],
             "get": _operation("batch_results", "Every row of a batch as CSV", "batches",
                               {**_text("Header `row,name,address,phone,status,hospital_id,batch_id,error`.",
-                                       "text/csv", headers={"Content-Disposition": _ref("headers", "ContentDisposition")}),
+                                       "text/csv", headers=_CSV_HEADERS),
                                **_errors(401, 404, *STORE)}),
         },
         "/hospitals/bulk/{batch_id}/failed.csv": {
             "parameters": [_ref("parameters", "BatchId")],
             "get": _operation("batch_failed_rows", "The rows not created, ready to fix and upload again",
                               "batches",
-                              {**_text("Header `name,address,phone,error`.", "text/csv",
-                                       headers={"Content-Disposition": _ref("headers", "ContentDisposition")}),
+                              {**_text("Header `name,address,phone,error`.", "text/csv", headers=_CSV_HEADERS),
                                **_errors(401, 404, *STORE)}),
         },
         "/hospitals/bulk/{batch_id}/rows/{row}": {
@@ -391,7 +386,6 @@ def _batch_paths() -> Json:
 def _import_paths() -> Json:
     upload = _upload_body("The CSV in the multipart field `file`, up to BULKPROC_MAX_IMPORT_ROWS rows.")
     one = [_ref("parameters", "ImportId")]
-    csv_headers = {"Content-Disposition": _ref("headers", "ContentDisposition")}
     return {
         "/hospitals/imports": {
             "post": _operation("create_import", "Import a file of any size", "imports",
@@ -438,12 +432,12 @@ def _import_paths() -> Json:
             "parameters": one,
             "get": _operation("import_results", "Every row of an import as CSV", "imports",
                               {**_text("As a batch's results.csv, every batch in order.", "text/csv",
-                                       headers=csv_headers), **_errors(401, 404, *STORE)}),
+                                       headers=_CSV_HEADERS), **_errors(401, 404, *STORE)}),
         },
         "/hospitals/imports/{import_id}/failed.csv": {
             "parameters": one,
             "get": _operation("import_failed_rows", "The rows of an import not created", "imports",
-                              {**_text("As a batch's failed.csv.", "text/csv", headers=csv_headers),
+                              {**_text("As a batch's failed.csv.", "text/csv", headers=_CSV_HEADERS),
                                **_errors(401, 404, *STORE)}),
         },
     }

@@ -267,6 +267,15 @@ def test_get_listing_and_events_conform(service):
     assert events[-1]["status"] == "completed"
 
 
+def test_the_listing_takes_exactly_the_documented_limits(service):
+    limit = DOCUMENT["components"]["parameters"]["Limit"]["schema"]
+    for value, status in ((limit["minimum"], 200), (limit["maximum"], 200),
+                          (limit["minimum"] - 1, 400), (limit["maximum"] + 1, 400)):
+        response = service.get("/hospitals/bulk", params={"limit": value})
+        assert response.status_code == status, value
+        assert_conforms(response, "GET", "/hospitals/bulk")
+
+
 @pytest.mark.parametrize("path", ["/hospitals/bulk/validate", "/hospitals/imports/validate"])
 def test_validate_conforms_for_valid_and_refused_files(service, path):
     require_route(service, "POST", path)

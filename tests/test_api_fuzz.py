@@ -28,7 +28,10 @@ SAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 def live(tmp_path_factory):
     """gunicorn serving the app against the simulator (0.05 s per creation, no rate limit)."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    upstream = serve(create_simulator(delay=0.05, create_limit=0, hang_seconds=3.0))
+    # No limit on any upstream endpoint: a long run activates hundreds of batches, and past the
+    # simulator's 50 activations a minute a synchronous upload rightly waits out the 429s.
+    upstream = serve(create_simulator(delay=0.05, create_limit=0, other_limit=0, health_limit=0,
+                                      hang_seconds=3.0))
     env = service_env(upstream.url, f"sqlite:///{tmp}/jobs.sqlite3", WEB_CONCURRENCY="2",
                       BULKPROC_CREATE_RATE="0")
     service = GunicornService(env, tmp / "gunicorn.log", workers=2)

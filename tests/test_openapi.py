@@ -529,6 +529,11 @@ def test_docs_renders_every_operation_and_tries_one_out_offline(browser, service
     wait.until(lambda _: healthz.find_elements("css selector", ".live-responses-table tbody .response-col_status"))
     assert healthz.find_element("css selector", ".live-responses-table tbody .response-col_status").text.strip() == "200"
 
+    upload = browser.find_element("id", "operations-batches-create_batch")
+    upload.find_element("css selector", ".opblock-summary").click()
+    wait.until(lambda _: upload.find_elements("css selector", ".try-out__btn"))[0].click()
+    assert wait.until(lambda _: upload.find_elements("css selector", "input[type=file]")), "no file picker for the CSV"
+
     requested = [u for u in _requested_urls(browser) if not u.startswith("data:")]
     assert service.url + "/healthz" in requested
     assert [u for u in requested if urlsplit(u).netloc != urlsplit(service.url).netloc] == []

@@ -2,21 +2,26 @@
 
 The service runs for real (gunicorn, two workers, on loopback) against the simulator, and
 schemathesis generates requests from /openapi.json, valid and invalid, and checks each answer:
-not a server error, a documented status, content type, headers and schema. `make test` runs a
-small derandomized budget; `make fuzz` sets FUZZ_EXAMPLES for a long run. Anything it finds
-becomes a plain test in tests/test_api_regressions.py.
+not a server error, a documented status, content type, headers and schema; a stateful run
+follows the document's links from an upload to its batch. Hypothesis adds what schemathesis
+seldom sends: Unicode digits and control characters in every parameter of a read. `make test`
+runs a small derandomized budget; `make fuzz` sets FUZZ_EXAMPLES for a long run. Anything they
+find becomes a plain test in tests/test_api_regressions.py.
 """
 
 import os
 import re
+from urllib.parse import quote
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from bulkproc.simulator import create_simulator, serve
 from tests.gunicorn_service import GunicornService, service_env
+from tests.openapi_conformance import DOCUMENT, assert_conforms
 
 pytestmark = pytest.mark.slow
 
@@ -109,3 +114,36 @@ def test_sequences_of_calls_keep_the_service_sound(api_schema):
     api_schema.as_state_machine().run(settings=settings(
         max_examples=EXAMPLES, stateful_step_count=6, derandomize=True, deadline=None, database=None,
         suppress_health_check=list(HealthCheck)))
+
+
+# Text that schemathesis seldom sends but that breaks number and id parsing: every kind of Unicode
+# digit (int() takes some and refuses others, like "²"), controls, anything. (More digits than
+# int() reads would not fit in the request line gunicorn accepts; a plain test covers them.)
+HOSTILE_TEXT = st.one_of(
+    st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4),
+    st.text(st.characters(categories=["No"]).filter(str.isdigit), min_size=1, max_size=4),
+    st.text(st.characters(codec="utf-8"), min_size=1, max_size=40),
+)
+# Every parameter of a read: (path template, parameter name, where).
+READ_PARAMETERS = sorted(
+    (path, parameter["name"], parameter["in"])
+    for path, item in DOCUMENT["paths"].items() if "get" in item
+    for parameter in [DOCUMENT["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+                      for p in item.get("parameters", []) + item["get"].get("parameters", [])]
+    if parameter["in"] in ("path", "query"))
+
+
+@settings(max_examples=EXAMPLES * 20, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(parameter=st.sampled_from(READ_PARAMETERS), text=HOSTILE_TEXT)
+def test_hostile_text_in_any_parameter_of_a_read_is_answered_as_documented(live, parameter, text):
+    template, name, where = parameter
+    path = template.replace("{" + name + "}", quote(text, safe="")) if where == "path" else template
+    path = re.sub(r"\{[a-z_]+_id\}", SAMPLE_ID, path)
+    if not _built(live, template, "get"):
+        return  # not built on this branch yet
+    response = live.get(path, params={name: text} if where == "query" else None, timeout=30)
+    if where == "path" and response.status_code == 404:
+        assert response.headers["Content-Type"] == "application/json"
+        return  # an unknown id, or (with "/" or "..") another path that is not there
+    assert_conforms(response, "GET", template)

@@ -41,7 +41,8 @@ def test_result_document_has_the_contract_fields_in_order(service):
     document = service.upload(hospitals_csv(1)).json()
 
     assert list(document) == ["batch_id", "status", "total_hospitals", "processed_hospitals", "failed_hospitals",
-                              "processing_time_seconds", "batch_activated", "error", "hospitals"]
+                              "processing_time_seconds", "batch_activated", "error", "hospitals", "created_at",
+                              "updated_at"]
     assert list(document["hospitals"][0]) == ["row", "hospital_id", "name", "status", "error"]
 
 

@@ -111,7 +111,7 @@ VALIDATION = _object({
     }), description="The rows as they would be created; none when the file is over the row limit."),
 }, description="The verdict on a file; nothing is created.")
 
-IMPORT_BATCH = _object({
+_IMPORT_BATCH_FIELDS: Json = {
     "batch_id": UUID,
     "first_row": {"type": "integer", "minimum": 1},
     "last_row": {"type": "integer", "minimum": 1},
@@ -120,7 +120,10 @@ IMPORT_BATCH = _object({
     "processed_hospitals": COUNT,
     "failed_hospitals": COUNT,
     "batch_activated": {"type": "boolean"},
-})
+}
+IMPORT_BATCH = _object({**_IMPORT_BATCH_FIELDS, "created_at": TIMESTAMP, "updated_at": TIMESTAMP},
+                       list(_IMPORT_BATCH_FIELDS),
+                       description="One batch of the import; its whole document is at /hospitals/bulk/{batch_id}.")
 
 _IMPORT_FIELDS: Json = {
     "import_id": UUID,
@@ -136,7 +139,9 @@ _IMPORT_FIELDS: Json = {
     "updated_at": TIMESTAMP,
 }
 IMPORT_DOCUMENT = _object(_IMPORT_FIELDS, description="An import: a file split into ordinary batches.")
-IMPORT_LIST = _object({"imports": _list_of(_ref("schemas", "ImportDocument"), description="Newest first.")})
+IMPORT_SUMMARY = _object({k: v for k, v in _IMPORT_FIELDS.items() if k != "batches"},
+                         description="An import document without its batches.")
+IMPORT_LIST = _object({"imports": _list_of(_ref("schemas", "ImportSummary"), description="Newest first.")})
 
 ROW_FIX = {
     "type": "object", "minProperties": 1,
@@ -157,7 +162,8 @@ SCHEMAS: Json = {
     "Error": ERROR, "ErrorDetail": ERROR_DETAIL, "RowDocument": ROW_DOCUMENT,
     "BatchDocument": BATCH_DOCUMENT, "BatchSummary": BATCH_SUMMARY, "BatchList": BATCH_LIST,
     "Validation": VALIDATION, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
-    "ImportList": IMPORT_LIST, "RowFix": ROW_FIX, "Upload": UPLOAD, "CsvFile": CSV_FILE,
+    "ImportSummary": IMPORT_SUMMARY, "ImportList": IMPORT_LIST, "RowFix": ROW_FIX,
+    "Upload": UPLOAD, "CsvFile": CSV_FILE,
     "Health": _object({"status": {"type": "string", "const": "ok"}}),
     "Ready": _object({"status": {"type": "string", "const": "ready"}}),
 }

@@ -11,6 +11,7 @@ find becomes a plain test in tests/test_api_regressions.py.
 
 import os
 import re
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -29,17 +30,19 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))
 SAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
+TOKEN = "fuzz-token"
+AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextmanager
+def _service(tmp, **env: str):
     """gunicorn serving the app against the simulator (0.05 s per creation, no rate limit)."""
-    tmp = tmp_path_factory.mktemp("fuzz")
     # No limit on any upstream endpoint: a long run activates hundreds of batches, and past the
     # simulator's 50 activations a minute a synchronous upload rightly waits out the 429s.
     upstream = serve(create_simulator(delay=0.05, create_limit=0, other_limit=0, health_limit=0,
                                       hang_seconds=3.0))
-    env = service_env(upstream.url, f"sqlite:///{tmp}/jobs.sqlite3", WEB_CONCURRENCY="2",
-                      BULKPROC_CREATE_RATE="0")
-    service = GunicornService(env, tmp / "gunicorn.log", workers=2)
+    service = GunicornService(service_env(upstream.url, f"sqlite:///{tmp}/jobs.sqlite3", **env),
+                              tmp / "gunicorn.log", workers=2)
     try:
         service.start()
         yield service
@@ -48,10 +51,23 @@ def live(tmp_path_factory):
         upstream.stop()
 
 
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    with _service(tmp_path_factory.mktemp("fuzz")) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory):
+    """The same with BULKPROC_API_TOKEN set."""
+    with _service(tmp_path_factory.mktemp("fuzz-token"), BULKPROC_API_TOKEN=TOKEN) as service:
+        yield service
+
+
 def _built(live, path: str, method: str) -> bool:
     """Whether the service has a route for `method path`: Flask answers OPTIONS with its Allow list."""
     sample = re.sub(r"\{row\}", "1", re.sub(r"\{[a-z_]+_id\}", SAMPLE_ID, path))
-    response = live.request("OPTIONS", sample)
+    response = live.request("OPTIONS", sample, headers=AUTHORIZATION)
     return response.status_code == 200 and method.upper() in response.headers.get("Allow", "")
 
 
@@ -107,6 +123,39 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_no_request_breaks_the_service(case, live):
     case.call_and_validate(timeout=30, excluded_checks=_not_for(case.path))
     assert live.get("/healthz", timeout=5).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def token_api_schema(locked):
+    document = _without_unbuilt(locked, locked.get("/openapi.json").json())
+    if locked.get("/hospitals/bulk").status_code != 401:
+        # Reads behind the token come with another branch (issue 8, item 6); until then only the
+        # writes are held to it here (tests/test_openapi.py names the open reads).
+        for item in document["paths"].values():
+            if item.get("get", {}).get("security"):
+                del item["get"]
+    if "WWW-Authenticate" not in locked.post("/hospitals/bulk").headers:
+        # Also built on that branch: until then a 401 without it is not this test's finding.
+        document["components"]["headers"]["WWW-Authenticate"]["required"] = False
+    schema = schemathesis.openapi.from_dict(document)
+    schema.config.update(base_url=locked.url)
+    schema.config.generation.update(max_examples=EXAMPLES, deterministic=True)
+    schema.config.checks.positive_data_acceptance.expected_statuses = ["2xx", "401", "404", "409", "422"]
+    return schema
+
+
+token_schema = schemathesis.pytest.from_fixture("token_api_schema")
+
+
+@token_schema.parametrize()
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_with_a_token_nothing_protected_answers_without_it(case):
+    """schemathesis's ignored_auth check sends each request again without the token: it must be a 401."""
+    # The method checks run above; here the document may lack the reads that are still open.
+    case.call_and_validate(headers=AUTHORIZATION, timeout=30,
+                           excluded_checks=[schemathesis.checks.unsupported_method,
+                                            schemathesis.checks.allow_header_conformance])
 
 
 def test_sequences_of_calls_keep_the_service_sound(api_schema):

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 SIMULATOR_PORT ?= 9000
 
-.PHONY: install run test chaos bench clean
+.PHONY: install run test chaos fuzz bench clean
 
 install: $(STAMP)
 
@@ -34,8 +34,15 @@ test: $(STAMP)
 # The chaos test with many fresh examples (make test runs a small derandomized budget).
 CHAOS_EXAMPLES ?= 200
 chaos: $(STAMP)
-	HYPOTHESIS_PROFILE=chaos CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) $(PY) -m pytest -m chaos -p no:cacheprovider \
+	HYPOTHESIS_PROFILE=long CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) $(PY) -m pytest -m chaos -p no:cacheprovider \
 	  --hypothesis-show-statistics tests/test_chaos.py
+
+# A long schemathesis run against the live service: FUZZ_EXAMPLES generated requests per
+# operation (make test sends a few); no per-test timeout, since it is one long test.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_api_fuzz.py -p no:cacheprovider -o timeout=0
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_csv_properties.py -p no:cacheprovider -o timeout=0
 
 bench: $(STAMP)
 	$(PY) bench/bulk_latency.py

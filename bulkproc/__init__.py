@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import api, config, errors, imports_api, logs, pages, request_ids
+from . import api, api_docs, config, errors, imports_api, logs, pages, request_ids
 from .directory_client import DirectoryClient
 from .imports import Imports
 from .jobs import Jobs
@@ -51,6 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, clock: Callable[[],
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(imports_api.bp)
+    app.register_blueprint(api_docs.bp)
     errors.register(app)
     request_ids.register(app)
     return app

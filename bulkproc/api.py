@@ -104,8 +104,8 @@ def validate_batch():
 @bp.get("")
 def list_batches():
     text = request.args.get("limit", "20")
-    # str.isdigit() also takes "²" and other digits int() refuses: only ASCII digits here.
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_LIST_LIMIT):
+    # str.isdigit() also takes "²" and other digits int() refuses, and int() refuses over 4300 digits.
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIST_LIMIT:
         raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
                          [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
     return jsonify({"batches": _jobs().recent(int(text))})

@@ -15,12 +15,13 @@ from tests.support import ServedApp
 
 RESOURCES = Path(__file__).parent / "resources"
 
-# Generated tests: a small, derandomized budget in `make test`; `make chaos` selects "chaos"
-# (HYPOTHESIS_PROFILE=chaos, CHAOS_EXAMPLES to size it) for many examples with fresh seeds.
+# Generated tests: a small, derandomized budget in `make test` ("ci"); `make chaos` and `make fuzz`
+# select "long" (HYPOTHESIS_PROFILE=long): fresh seeds, and each test's long budget
+# (tests.support.examples).
 _GENERATED = {"deadline": None, "database": None, "print_blob": True,
               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
-settings.register_profile("ci", max_examples=12, derandomize=True, **_GENERATED)
-settings.register_profile("chaos", max_examples=int(os.environ.get("CHAOS_EXAMPLES", "200")), **_GENERATED)
+settings.register_profile("ci", derandomize=True, **_GENERATED)
+settings.register_profile("long", **_GENERATED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

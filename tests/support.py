@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -11,6 +12,15 @@ from typing import TypeVar
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
+
+# HYPOTHESIS_PROFILE=long (make chaos, make fuzz) gives generated tests their long budgets.
+LONG_RUN = os.environ.get("HYPOTHESIS_PROFILE") == "long"
+
+
+def examples(ci: int, long: int) -> int:
+    """A generated test's number of examples: `ci` in make test, `long` in a long run."""
+    return long if LONG_RUN else ci
+
 
 T = TypeVar("T")
 

@@ -20,14 +20,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulkproc import create_app
 from bulkproc.csv_input import parse
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.states import RUNNING, RowStatus
-from tests.support import hospitals_csv, wait_until
+from tests.support import LONG_RUN, examples, hospitals_csv, wait_until
 
 READ_TIMEOUT = 0.3
 CONNECT_TIMEOUT = 0.2
@@ -147,7 +147,8 @@ def check_exactly_once(document: dict, sim, csv_text: str) -> None:
 
 @pytest.mark.chaos
 # One test runs every example: the per-test timeout is the budget's, and `make chaos` has none.
-@pytest.mark.timeout(0 if os.environ.get("HYPOTHESIS_PROFILE") == "chaos" else 600)
+@pytest.mark.timeout(0 if LONG_RUN else 600)
+@settings(max_examples=examples(12, int(os.environ.get("CHAOS_EXAMPLES", "200"))))
 @given(
     rows=st.integers(1, 5),
     creates=st.lists(CREATE_FAULTS, max_size=12),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import unicodedata
 
@@ -12,13 +11,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bulkproc.csv_input import MAX_LISTED_PROBLEMS, CsvRejected, HospitalRow, inspect, parse
+from tests.support import examples
 
-# Bounded and derandomized for `make test`; HYPOTHESIS_PROFILE=long explores far more.
-# (These belong in tests/conftest.py once the suite has one place for hypothesis settings.)
-_COMMON = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
-settings.register_profile("ci", max_examples=200, derandomize=True, **_COMMON)
-settings.register_profile("long", max_examples=20_000, **_COMMON)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# 200 derandomized examples each in `make test`; HYPOTHESIS_PROFILE=long (make fuzz) explores far more.
+BUDGET = settings(max_examples=examples(200, 20_000))
 
 COLUMNS = (None, "name", "address", "phone")
 # Written independently of csv_input, so that the rules are checked against a second reading of the spec.
@@ -88,11 +84,13 @@ def comparable(value: str) -> str:
 # --- arbitrary bytes --------------------------------------------------------------------------
 
 
+@BUDGET
 @given(st.binary(max_size=3000), st.integers(min_value=1, max_value=30))
 def test_arbitrary_bytes_give_rows_or_a_refusal(data, max_rows):
     check_invariants(data, max_rows)
 
 
+@BUDGET
 @given(st.text(max_size=1500), st.integers(min_value=1, max_value=30))
 def test_arbitrary_text_gives_rows_or_a_refusal(text, max_rows):
     check_invariants(text.encode("utf-8", "surrogatepass"), max_rows)
@@ -124,6 +122,7 @@ def near_valid_files(draw) -> bytes:
     return "\ufeff".encode() * draw(st.integers(0, 2)) + text.encode("utf-8", "surrogatepass")
 
 
+@BUDGET
 @given(near_valid_files(), st.integers(min_value=1, max_value=25))
 def test_near_valid_files_give_rows_or_a_refusal(data, max_rows):
     check_invariants(data, max_rows)
@@ -176,7 +175,7 @@ def valid_files(draw) -> tuple[bytes, list[HospitalRow]]:
     return "\ufeff".encode() * draw(st.integers(0, 2)) + buffer.getvalue().encode(), expected
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=examples(200, 20_000), suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(valid_files())
 def test_a_valid_file_parses_to_exactly_its_rows(file):
     data, expected = file

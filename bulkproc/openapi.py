@@ -1,0 +1,497 @@
+"""The service's OpenAPI 3.1 description: every endpoint, request, document and error of the contract.
+
+The document is data built from small helpers, so that each operation reads as one table entry:
+its parameters, its body, and the responses it can give. Schemas, parameters, headers and error
+responses are shared through `components`; status names come from `states.py` where they live,
+completed with the contract's lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .states import BatchStatus, RowStatus
+
+OPENAPI_VERSION = "3.1.0"
+MAX_LIST_LIMIT = 100
+
+# `cancelled` is a batch and row status of the contract used only by imports; states.py may not
+# hold it yet, so the contract's lists complete the enums (dict.fromkeys keeps order, drops twins).
+BATCH_STATUSES = list(dict.fromkeys([*map(str, BatchStatus), "cancelled"]))
+ROW_STATUSES = list(dict.fromkeys([*map(str, RowStatus), "cancelled"]))
+IMPORT_STATUSES = ["queued", "processing", "completed", "partially_failed", "failed", "cancelled",
+                   "interrupted", "rolled_back"]
+
+# Path prefixes the API token protects (BULKPROC_API_TOKEN); everything else stays open.
+PROTECTED_PREFIXES = ("/hospitals/bulk", "/hospitals/imports")
+
+Json = dict[str, Any]
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(schema: Json) -> Json:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _object(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
+    """An object schema whose `required` defaults to every property."""
+    return {"type": "object", "required": list(properties) if required is None else required,
+            "properties": properties, **extra}
+
+
+def _list_of(schema: Json, **extra: Any) -> Json:
+    return {"type": "array", "items": schema, **extra}
+
+
+COUNT = {"type": "integer", "minimum": 0}
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}
+UUID = {"type": "string", "format": "uuid"}
+
+# -- schemas -----------------------------------------------------------------------------------
+
+ERROR_DETAIL = _object({
+    "row": {**_nullable({"type": "integer", "minimum": 1}),
+            "description": "Data row number, counting from 1; null when the problem is not about one row."},
+    "column": {**_nullable({"type": "string"}), "description": "Column or field name; null when none applies."},
+    "message": {"type": "string", "description": "What is wrong and how to fix it."},
+})
+
+ERROR = _object({
+    "error": {"type": "string", "description": "One sentence."},
+    "details": _list_of(_ref("schemas", "ErrorDetail"), description="May be empty."),
+}, description="Every error answers this document.")
+
+ROW_DOCUMENT = _object({
+    "row": {"type": "integer", "minimum": 1, "description": "The data row of the uploaded file."},
+    "hospital_id": {**_nullable({"type": "integer"}), "description": "The upstream's id once created."},
+    "name": {"type": "string"},
+    "status": {"type": "string", "enum": ROW_STATUSES},
+    "error": {**_nullable({"type": "string"}), "description": "Why the row failed; null otherwise."},
+})
+
+_BATCH_FIELDS: Json = {
+    "batch_id": UUID,
+    "status": {"type": "string", "enum": BATCH_STATUSES,
+               "description": "`partially_failed`, `failed` and `interrupted` batches can be resumed."},
+    "total_hospitals": COUNT,
+    "processed_hospitals": {**COUNT, "description": "Rows that exist upstream."},
+    "failed_hospitals": {**COUNT, "description": "Rows that do not."},
+    "processing_time_seconds": {"type": "number", "minimum": 0,
+                                "description": "Wall time of the processing, every run added up."},
+    "batch_activated": {"type": "boolean"},
+    "error": {**_nullable({"type": "string"}), "description": "Why the batch stopped, when it did."},
+    "hospitals": _list_of(_ref("schemas", "RowDocument")),
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+}
+_OPTIONAL_BATCH_FIELDS = ("error",)
+
+BATCH_DOCUMENT = _object(_BATCH_FIELDS, [f for f in _BATCH_FIELDS if f not in _OPTIONAL_BATCH_FIELDS],
+                         description="A batch as it stands: counts so far and every row's state.")
+
+_SUMMARY_FIELDS = {k: v for k, v in _BATCH_FIELDS.items() if k != "hospitals"}
+BATCH_SUMMARY = _object(_SUMMARY_FIELDS, [f for f in _SUMMARY_FIELDS if f not in _OPTIONAL_BATCH_FIELDS],
+                        description="A batch document without its rows.")
+
+BATCH_LIST = _object({"batches": _list_of(_ref("schemas", "BatchSummary"),
+                                          description="Newest first.")})
+
+VALIDATION = _object({
+    "valid": {"type": "boolean"},
+    "total_hospitals": {**COUNT, "description": "Every data row of the file."},
+    "errors": _list_of(_ref("schemas", "ErrorDetail")),
+    "hospitals": _list_of(_object({
+        "row": {"type": "integer", "minimum": 1},
+        "name": {"type": "string"},
+        "address": {"type": "string"},
+        "phone": _nullable({"type": "string"}),
+    }), description="The rows as they would be created; none when the file is over the row limit."),
+}, description="The verdict on a file; nothing is created.")
+
+_IMPORT_BATCH_FIELDS: Json = {
+    "batch_id": UUID,
+    "first_row": {"type": "integer", "minimum": 1},
+    "last_row": {"type": "integer", "minimum": 1},
+    "status": {"type": "string", "enum": BATCH_STATUSES},
+    "total_hospitals": COUNT,
+    "processed_hospitals": COUNT,
+    "failed_hospitals": COUNT,
+    "batch_activated": {"type": "boolean"},
+}
+IMPORT_BATCH = _object({**_IMPORT_BATCH_FIELDS, "created_at": TIMESTAMP, "updated_at": TIMESTAMP},
+                       list(_IMPORT_BATCH_FIELDS),
+                       description="One batch of the import; its whole document is at /hospitals/bulk/{batch_id}.")
+
+_IMPORT_FIELDS: Json = {
+    "import_id": UUID,
+    "status": {"type": "string", "enum": IMPORT_STATUSES},
+    "total_hospitals": COUNT,
+    "processed_hospitals": COUNT,
+    "failed_hospitals": COUNT,
+    "processing_time_seconds": {"type": "number", "minimum": 0},
+    "estimated_seconds_remaining": {**_nullable({"type": "number", "minimum": 0}),
+                                    "description": "From the rate limit and what is left; null when final."},
+    "batches": _list_of(_ref("schemas", "ImportBatch"), description="In file order."),
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+}
+IMPORT_DOCUMENT = _object(_IMPORT_FIELDS, description="An import: a file split into ordinary batches.")
+IMPORT_SUMMARY = _object({k: v for k, v in _IMPORT_FIELDS.items() if k != "batches"},
+                         description="An import document without its batches.")
+IMPORT_LIST = _object({"imports": _list_of(_ref("schemas", "ImportSummary"), description="Newest first.")})
+
+ROW_FIX = {
+    "type": "object", "minProperties": 1,
+    "properties": {"name": {"type": "string"}, "address": {"type": "string"},
+                   "phone": {**_nullable({"type": "string"}), "description": "Empty or null: no phone."}},
+    "description": "New values for a failed row, checked by the CSV rules.",
+}
+
+_CSV_FILE = {"type": "string", "format": "binary", "contentMediaType": "text/csv",
+             "description": "The CSV: UTF-8, optional header `name,address,phone`."}
+CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE}}
+# Form fields are text whatever they hold; any value but 1/true/yes means "synchronous".
+UPLOAD = {"type": "object", "required": ["file"],
+          "properties": {"file": _CSV_FILE,
+                         "async": {"description": "`1`, `true` or `yes`: answer `202` at once."}}}
+
+SCHEMAS: Json = {
+    "Error": ERROR, "ErrorDetail": ERROR_DETAIL, "RowDocument": ROW_DOCUMENT,
+    "BatchDocument": BATCH_DOCUMENT, "BatchSummary": BATCH_SUMMARY, "BatchList": BATCH_LIST,
+    "Validation": VALIDATION, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
+    "ImportSummary": IMPORT_SUMMARY, "ImportList": IMPORT_LIST, "RowFix": ROW_FIX,
+    "Upload": UPLOAD, "CsvFile": CSV_FILE,
+    "Health": _object({"status": {"type": "string", "const": "ok"}}),
+    "Ready": _object({"status": {"type": "string", "const": "ready"}}),
+}
+
+# -- headers, parameters, error responses ----------------------------------------------------------
+
+HEADERS: Json = {
+    "Location": {"required": True, "description": "Where to follow the work.",
+                 "schema": {"type": "string"}},
+    "Preference-Applied": {"description": "`respond-async` when the `Prefer` header was honoured.",
+                          "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds to wait before trying again.",
+                   "schema": {"type": "string"}},
+    "WWW-Authenticate": {"required": True, "description": "`Bearer`.", "schema": {"type": "string"}},
+    "Allow": {"description": "The methods this address accepts.", "schema": {"type": "string"}},
+    "Content-Disposition": {"description": "`attachment` with a file name.", "schema": {"type": "string"}},
+}
+
+PARAMETERS: Json = {
+    "BatchId": {"name": "batch_id", "in": "path", "required": True, "schema": UUID,
+                "description": "An unknown or malformed id answers `404`."},
+    "ImportId": {"name": "import_id", "in": "path", "required": True, "schema": UUID,
+                 "description": "An unknown or malformed id answers `404`."},
+    "Row": {"name": "row", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+            "description": "The row's number in the uploaded file."},
+    "Limit": {"name": "limit", "in": "query", "required": False,
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 20},
+              "description": "How many, newest first."},
+    "Async": {"name": "async", "in": "query", "required": False, "schema": {"type": "string"},
+              "description": "`1`, `true` or `yes`: answer `202` at once and go on in the background."},
+    "Prefer": {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "`respond-async` (RFC 7240): answer `202` at once."},
+    "IdempotencyKey": {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"},
+        "description": "Send an upload again with the same key and file: the first request's batch is "
+                       "answered, and nothing new is created. The same key with another file: `422`."},
+}
+
+# status -> (component name, description, extra headers)
+ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
+    400: ("BadRequest", "Malformed request: no `file` part, empty file name, not multipart, bad parameter.", ()),
+    401: ("Unauthorized", "Missing or wrong API token (only when BULKPROC_API_TOKEN is set).",
+          ("WWW-Authenticate",)),
+    404: ("NotFound", "Unknown or malformed id.", ()),
+    405: ("MethodNotAllowed", "This address does not accept that method.", ("Allow",)),
+    409: ("Conflict", "The batch is in a state that does not allow this.", ()),
+    413: ("PayloadTooLarge", "The upload is over BULKPROC_MAX_UPLOAD_BYTES; the message states the limit.", ()),
+    422: ("Unprocessable", "The CSV (or the fix) is refused; `details` names every row and column.", ()),
+    502: ("BadGateway", "The upstream is unreachable and the request could not proceed.", ()),
+    503: ("ServiceUnavailable", "The job store is unavailable (the batch id is named when there is one), "
+                               "or too many event streams are open.", ("Retry-After",)),
+    504: ("GatewayTimeout", "The upstream did not answer in time and the request could not proceed.", ()),
+}
+
+
+def _json_content(schema: Json) -> Json:
+    return {"application/json": {"schema": schema}}
+
+
+def _error_response(description: str, headers: tuple[str, ...]) -> Json:
+    response: Json = {"description": description, "content": _json_content(_ref("schemas", "Error"))}
+    if headers:
+        response["headers"] = {h: _ref("headers", h) for h in headers}
+    return response
+
+
+RESPONSES: Json = {name: _error_response(text, headers) for name, text, headers in ERRORS.values()}
+
+# -- operations ---------------------------------------------------------------------------------
+
+STORE = (503,)  # every operation that reads or writes the job store
+UPSTREAM = (502, 503, 504)
+
+
+def _ok(description: str, schema_name: str, *, status: int = 200, headers: tuple[str, ...] = (),
+        links: tuple[str, ...] = ()) -> Json:
+    response: Json = {"description": description, "content": _json_content(_ref("schemas", schema_name))}
+    if headers:
+        response["headers"] = {h: _ref("headers", h) for h in headers}
+    if links:
+        response["links"] = {name: _ref("links", name) for name in links}
+    return {str(status): response}
+
+
+def _link(operation_id: str, id_field: str, **more: str) -> Json:
+    """A link from a document to `operation_id`, taking the document's id (and `more` parameters)."""
+    return {"operationId": operation_id,
+            "parameters": {id_field: f"$response.body#/{id_field}", **more}}
+
+
+# What a client can do next with a batch or import it was just answered.
+LINKS: Json = {
+    **{op: _link(op, "batch_id") for op in ("get_batch", "batch_events", "resume_batch", "roll_back_batch",
+                                             "batch_results", "batch_failed_rows")},
+    "fix_batch_row": _link("fix_batch_row", "batch_id", row="$response.body#/hospitals/0/row"),
+    **{op: _link(op, "import_id") for op in ("get_import", "import_events", "cancel_import", "resume_import",
+                                              "roll_back_import", "import_results", "import_failed_rows")},
+}
+BATCH_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"batch_id"})
+IMPORT_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"import_id"})
+
+
+def _text(description: str, media_type: str, schema: Json | None = None, **extra: Any) -> Json:
+    return {"200": {"description": description,
+                    "content": {media_type: {"schema": schema or {"type": "string"}}}, **extra}}
+
+
+def _errors(*codes: int) -> Json:
+    return {str(code): _ref("responses", ERRORS[code][0]) for code in sorted(set(codes))}
+
+
+def _operation(operation_id: str, summary: str, tag: str, responses: Json, *, description: str = "",
+               parameters: tuple[str, ...] = (), body: Json | None = None) -> Json:
+    operation: Json = {"operationId": operation_id, "summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = [_ref("parameters", p) for p in parameters]
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+EXAMPLE_CSV = ("name,address,phone\n"
+               "General Hospital,1 Main St,555-0100\n"
+               '"Saint Mary\'s","2 Elm St, Boston",(617) 555-0101\n')
+
+
+def _upload_body(description: str, schema: str = "CsvFile") -> Json:
+    return {"required": True, "description": description, "content": {"multipart/form-data": {
+        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": "text/csv"}},
+        "examples": {"two_hospitals": {"summary": "Two hospitals, with a header",
+                                       "value": {"file": EXAMPLE_CSV}}}}}}
+
+
+def _events(schema_name: str) -> Json:
+    """An event stream whose events carry the document `schema_name` as JSON in their data."""
+    # Before OpenAPI 3.2 (itemSchema), a text/event-stream schema describes one event.
+    event = {"type": "object", "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": _ref("schemas", schema_name)},
+        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
+    return _text("Server-sent events: the document whenever it changes, a comment now and then to keep "
+                 "the connection open; the stream ends after a final state.", "text/event-stream", event)
+
+
+_ACCEPTED = ("Location", "Preference-Applied")
+_CSV_HEADERS = {"Content-Disposition": _ref("headers", "Content-Disposition")}
+
+
+def _batch_paths() -> Json:
+    upload = _upload_body("The CSV in the multipart field `file`.")
+    return {
+        "/hospitals/bulk": {
+            "post": _operation(
+                "create_batch", "Create a batch from a CSV", "batches",
+                {**_ok("Processed: the result document.", "BatchDocument", links=BATCH_LINKS),
+                 **_ok("Accepted: processing goes on in the background.", "BatchDocument", status=202,
+                       headers=_ACCEPTED, links=BATCH_LINKS),
+                 **_errors(400, 401, 413, 422, *UPSTREAM)},
+                description="Synchronous by default. With `Prefer: respond-async` or `async=1` it answers "
+                            "`202` at once with `Location`.",
+                parameters=("Async", "Prefer", "IdempotencyKey"),
+                body=_upload_body("The CSV in the multipart field `file`; `async` may come here too.", "Upload")),
+            "get": _operation("list_batches", "Recent batches, newest first, without rows", "batches",
+                              {**_ok("The summaries.", "BatchList"), **_errors(400, 401, *STORE)},
+                              parameters=("Limit",)),
+        },
+        "/hospitals/bulk/validate": {
+            "post": _operation("validate_batch", "Check a CSV without creating anything", "batches",
+                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413)},
+                               body=upload),
+        },
+        "/hospitals/bulk/{batch_id}": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "get": _operation("get_batch", "Progress and result of a batch", "batches",
+                              {**_ok("The batch as it stands.", "BatchDocument"), **_errors(401, 404, *STORE)}),
+            "delete": _operation("roll_back_batch", "Roll a batch back", "batches",
+                                 {**_ok("Rolled back.", "BatchDocument"),
+                                  **_errors(401, 404, 409, *UPSTREAM)},
+                                 description="Deletes the batch's hospitals upstream; `409` while it is processed."),
+        },
+        "/hospitals/bulk/{batch_id}/events": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "get": _operation("batch_events", "Live progress of a batch", "batches",
+                              {**_events("BatchDocument"), **_errors(401, 404, *STORE)}),
+        },
+        "/hospitals/bulk/{batch_id}/resume": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "post": _operation(
+                "resume_batch", "Finish a partially failed, failed or interrupted batch", "batches",
+                {**_ok("Resumed (or already completed).", "BatchDocument"),
+                 **_ok("Accepted: resuming in the background.", "BatchDocument", status=202, headers=_ACCEPTED),
+                 **_errors(401, 404, 409, *UPSTREAM)},
+                description="`409` while the batch is processed or after a rollback.",
+                parameters=("Async", "Prefer")),
+        },
+        "/hospitals/bulk/{batch_id}/results.csv": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "get": _operation("batch_results", "Every row of a batch as CSV", "batches",
+                              {**_text("Header `row,name,address,phone,status,hospital_id,batch_id,error`.",
+                                       "text/csv", headers=_CSV_HEADERS),
+                               **_errors(401, 404, *STORE)}),
+        },
+        "/hospitals/bulk/{batch_id}/failed.csv": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "get": _operation("batch_failed_rows", "The rows not created, ready to fix and upload again",
+                              "batches",
+                              {**_text("Header `name,address,phone,error`.", "text/csv", headers=_CSV_HEADERS),
+                               **_errors(401, 404, *STORE)}),
+        },
+        "/hospitals/bulk/{batch_id}/rows/{row}": {
+            "parameters": [_ref("parameters", "BatchId"), _ref("parameters", "Row")],
+            "patch": _operation(
+                "fix_batch_row", "Fix a failed row", "batches",
+                {**_ok("The batch document, with the row's new values.", "BatchDocument"),
+                 **_errors(400, 401, 404, 409, 422, *STORE)},
+                description="Only a `failed` row of a batch at rest can change (`409` otherwise); "
+                            "a later resume creates it with its new values.",
+                body={"required": True, "content": _json_content(_ref("schemas", "RowFix"))}),
+        },
+    }
+
+
+def _import_paths() -> Json:
+    upload = _upload_body("The CSV in the multipart field `file`, up to BULKPROC_MAX_IMPORT_ROWS rows.")
+    one = [_ref("parameters", "ImportId")]
+    return {
+        "/hospitals/imports": {
+            "post": _operation("create_import", "Import a file of any size", "imports",
+                               {**_ok("Accepted: the import document.", "ImportDocument", status=202,
+                                      headers=("Location",), links=IMPORT_LINKS),
+                                **_errors(400, 401, 413, 422, *STORE)},
+                               description="Split in order into batches of at most BULKPROC_MAX_ROWS rows.",
+                               body=upload),
+            "get": _operation("list_imports", "Recent imports, newest first", "imports",
+                              {**_ok("The imports.", "ImportList"), **_errors(400, 401, *STORE)},
+                              parameters=("Limit",)),
+        },
+        "/hospitals/imports/validate": {
+            "post": _operation("validate_import", "Check an import's CSV without creating anything", "imports",
+                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413)}, body=upload),
+        },
+        "/hospitals/imports/{import_id}": {
+            "parameters": one,
+            "get": _operation("get_import", "Progress of an import", "imports",
+                              {**_ok("The import as it stands.", "ImportDocument"), **_errors(401, 404, *STORE)}),
+            "delete": _operation("roll_back_import", "Roll back every batch of an import", "imports",
+                                 {**_ok("Rolled back.", "ImportDocument"), **_errors(401, 404, 409, *UPSTREAM)}),
+        },
+        "/hospitals/imports/{import_id}/events": {
+            "parameters": one,
+            "get": _operation("import_events", "Live progress of an import", "imports",
+                              {**_events("ImportDocument"), **_errors(401, 404, *STORE)}),
+        },
+        "/hospitals/imports/{import_id}/cancel": {
+            "parameters": one,
+            "post": _operation("cancel_import", "Start no further row", "imports",
+                               {**_ok("Cancelled: rows in flight finish, rows not started read `cancelled`.",
+                                      "ImportDocument"), **_errors(401, 404, 409, *STORE)}),
+        },
+        "/hospitals/imports/{import_id}/resume": {
+            "parameters": one,
+            "post": _operation("resume_import", "Resume every unfinished batch", "imports",
+                               {**_ok("Resumed.", "ImportDocument"),
+                                **_ok("Accepted: resuming in the background.", "ImportDocument", status=202,
+                                      headers=("Location",)),
+                                **_errors(401, 404, 409, *UPSTREAM)}),
+        },
+        "/hospitals/imports/{import_id}/results.csv": {
+            "parameters": one,
+            "get": _operation("import_results", "Every row of an import as CSV", "imports",
+                              {**_text("As a batch's results.csv, every batch in order.", "text/csv",
+                                       headers=_CSV_HEADERS), **_errors(401, 404, *STORE)}),
+        },
+        "/hospitals/imports/{import_id}/failed.csv": {
+            "parameters": one,
+            "get": _operation("import_failed_rows", "The rows of an import not created", "imports",
+                              {**_text("As a batch's failed.csv.", "text/csv", headers=_CSV_HEADERS),
+                               **_errors(401, 404, *STORE)}),
+        },
+    }
+
+
+def _open_paths() -> Json:
+    return {
+        "/": {"get": _operation("upload_page", "The upload page", "service",
+                                _text("An HTML form to check and upload a CSV.", "text/html"))},
+        "/healthz": {"get": _operation("healthz", "Liveness", "service", _ok("Alive.", "Health"))},
+        "/readyz": {"get": _operation("readyz", "Readiness: does the job store answer?", "service",
+                                      {**_ok("Ready.", "Ready"), **_errors(503)})},
+        "/metrics": {"get": _operation("metrics", "Prometheus metrics, summed over every worker", "service",
+                                       _text("Prometheus text exposition format.", "text/plain"))},
+        "/openapi.json": {"get": _operation("openapi", "This document", "service",
+                                            {"200": {"description": "OpenAPI 3.1.",
+                                                     "content": _json_content({"type": "object"})}})},
+        "/docs": {"get": _operation("docs", "An interactive explorer of this document", "service",
+                                    _text("Swagger UI, served entirely by the service.", "text/html"))},
+    }
+
+
+def document(*, token_required: bool = False) -> Json:
+    """The OpenAPI document; with `token_required`, the protected operations require the bearer token."""
+    paths = {**_open_paths(), **_batch_paths(), **_import_paths()}
+    # Without a token the operations are open: an empty requirement says "or nothing at all".
+    security = [{"bearerAuth": []}] if token_required else [{"bearerAuth": []}, {}]
+    for path, item in paths.items():
+        if path.startswith(PROTECTED_PREFIXES):
+            for key, operation in item.items():
+                if key != "parameters":
+                    operation["security"] = security
+        else:
+            for key, operation in item.items():
+                operation["security"] = []
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "bulkproc: Hospital Bulk Processor", "version": "1.0.0",
+                 "description": "Bulk creation of hospitals in the Hospital Directory from CSV files. "
+                                "Every error answers `{\"error\", \"details\": [{\"row\", \"column\", "
+                                "\"message\"}]}`."},
+        "tags": [{"name": "batches", "description": "Up to BULKPROC_MAX_ROWS rows at once."},
+                 {"name": "imports", "description": "Files of any size, split into batches."},
+                 {"name": "service", "description": "Open to everyone, token or not."}],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "parameters": PARAMETERS, "headers": HEADERS,
+                       "responses": RESPONSES, "links": LINKS,
+                       "securitySchemes": {"bearerAuth": {
+                           "type": "http", "scheme": "bearer",
+                           "description": "BULKPROC_API_TOKEN, when the service has one."}}},
+    }

@@ -350,3 +350,8 @@ class Store:
             # Changes made in this process wake us at once; other workers' within `poll` seconds.
             with self._changed:
                 self._changed.wait(min(poll, remaining))
+
+    def ping(self) -> None:
+        """Read the limiter's row, proving the store answers; raise SQLAlchemyError when it does not."""
+        with self._read() as conn:
+            conn.execute(select(limiter.c.id).limit(1)).first()

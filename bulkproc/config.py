@@ -72,6 +72,8 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_MAX_ATTEMPTS": ("5", _positive_int, "a whole number of at least 1"),
     "BULKPROC_LEASE_SECONDS": ("10", _positive_float, "a number of seconds above 0"),
     "BULKPROC_API_TOKEN": ("", _token, "any text"),
+    "WEB_CONCURRENCY": ("2", _positive_int, "a whole number of at least 1"),
+    "GUNICORN_THREADS": ("16", _positive_int, "a whole number of at least 1"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),

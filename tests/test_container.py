@@ -61,7 +61,7 @@ def _missing_docker() -> str | None:
     except subprocess.TimeoutExpired:
         return "the Docker daemon did not answer within 30 s"
     if info.returncode != 0:
-        return f"no Docker daemon: {info.stderr.strip().splitlines()[-1] if info.stderr.strip() else 'docker info failed'}"
+        return f"no Docker daemon: {(info.stderr.strip().splitlines() or ['docker info failed'])[0]}"
     if _compose_command() is None:
         return "neither `docker compose` nor `docker-compose` is installed"
     missing = [image for image in _base_images() if _docker("image", "inspect", image, check=False).returncode]
@@ -74,13 +74,18 @@ pytestmark = pytest.mark.container
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image(request: pytest.FixtureRequest) -> str:
     """The service's image, built from the Dockerfile as it stands."""
     reason = _missing_docker()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the container tests: {reason}")
-        print(f"container tests skipped: {reason}")
+        # On the terminal even without -rs: a developer should know these did not run.
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\ncontainer tests skipped: {reason}", yellow=True)
         pytest.skip(reason)
     # Host networking for the build only: the CI sandbox's daemon has no bridge, and elsewhere it
     # changes nothing but where pip's downloads come from.

@@ -35,13 +35,17 @@ def _docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.
     return result
 
 
-def _compose_command() -> list[str] | None:
-    """Compose v2 (`docker compose`) when the plugin is there, else v1 (`docker-compose`), else None."""
+def _compose_commands() -> dict[str, list[str]]:
+    """The Compose implementations installed: v2 (`docker compose`) and v1 (`docker-compose`)."""
+    found = {}
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
+        found["v2"] = ["docker", "compose"]
     if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
+        found["v1"] = ["docker-compose"]
+    return found
+
+
+COMPOSE = _compose_commands()
 
 
 def _base_images() -> list[str]:
@@ -62,7 +66,7 @@ def _missing_docker() -> str | None:
         return "the Docker daemon did not answer within 30 s"
     if info.returncode != 0:
         return f"no Docker daemon: {(info.stderr.strip().splitlines() or ['docker info failed'])[0]}"
-    if _compose_command() is None:
+    if not COMPOSE:
         return "neither `docker compose` nor `docker-compose` is installed"
     missing = [image for image in _base_images() if _docker("image", "inspect", image, check=False).returncode]
     if missing:
@@ -96,7 +100,8 @@ def image(request: pytest.FixtureRequest) -> str:
 class Stack:
     """One compose project (service, PostgreSQL, simulator) on free loopback ports."""
 
-    def __init__(self) -> None:
+    def __init__(self, compose: list[str]) -> None:
+        self.command = compose
         self.project = f"bulkproc-test-{uuid.uuid4().hex[:8]}"
         self.port, self.simulator_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -112,7 +117,7 @@ class Stack:
         self.env = env
 
     def compose(self, *args: str, timeout: float = 180) -> str:
-        command = [*_compose_command(), "--project-name", self.project, "--profile", "local", *args]
+        command = [*self.command, "--project-name", self.project, "--profile", "local", *args]
         result = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}"
         return result.stdout
@@ -130,10 +135,13 @@ class Stack:
             return str(exc)
 
 
-@pytest.fixture(scope="module")
-def stack(image: str) -> Iterator[Stack]:
+# The compose file must work with both; CI has both (.ci/run), a developer whichever is installed.
+@pytest.fixture(scope="module", params=sorted(COMPOSE) or ["none"])
+def stack(request: pytest.FixtureRequest, image: str) -> Iterator[Stack]:
     """`docker compose --profile local up` with the image just built, torn down with its volumes after."""
-    stack = Stack()
+    if os.environ.get("CI") == "true" and set(COMPOSE) != {"v1", "v2"}:
+        pytest.fail(f"CI must run the stack with Compose v1 and v2; found: {sorted(COMPOSE)}")
+    stack = Stack(COMPOSE[request.param])
     try:
         stack.compose("up", "-d", "--no-build")
         wait_until(lambda: stack.health("web") == "healthy", timeout=120,

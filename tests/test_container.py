@@ -28,8 +28,8 @@ IMAGE = "bulkproc:latest"
 ROWS = 5
 
 
-def _docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+def _docker(*args: str, timeout: float = 120, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result
@@ -171,6 +171,21 @@ def test_the_image_holds_only_what_the_service_needs(image):
     config = json.loads(_docker("image", "inspect", "-f", "{{json .Config}}", image).stdout)
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     assert "/app/instance" in config["Volumes"]
+
+
+def test_the_build_context_holds_only_what_the_image_needs(image):
+    # The image's COPY lines pick files anyway; .dockerignore is what keeps .git, .venv, tests and
+    # caches from being sent to the daemon at all. Copy the whole context to see what it holds.
+    tag = f"bulkproc-context-{uuid.uuid4().hex[:8]}"
+    _docker("build", "-q", "-t", tag, "-f", "-", str(REPO), stdin=f"FROM {_base_images()[0]}\nCOPY . /context\n")
+    try:
+        found = _docker("run", "--rm", "--network", "none", tag, "find", "/context", "-mindepth", "1").stdout.splitlines()
+    finally:
+        _docker("image", "rm", tag)
+
+    top = {path.split("/")[2] for path in found}
+    assert top == {"bulkproc", "gunicorn.conf.py", "requirements.txt", "wsgi.py"}
+    assert not [path for path in found if "__pycache__" in path or path.endswith(".pyc")]
 
 
 def test_the_service_runs_as_a_non_root_user_and_turns_healthy(stack):

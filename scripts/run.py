@@ -24,8 +24,8 @@ from bulkproc.config import ConfigError, from_env  # noqa: E402
 
 # gunicorn's master kills workers still busy this long after a stop; the script kills what is left
 # of a server STOP_SECONDS after the signal. Together they keep Ctrl-C under 5 s.
-GRACE_SECONDS = 3
-STOP_SECONDS = 4.5
+GRACE_SECONDS = 2
+STOP_SECONDS = 4.0
 
 
 class Refused(Exception):

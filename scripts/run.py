@@ -83,33 +83,25 @@ def _stop(servers: list[tuple[subprocess.Popen, int]]) -> None:
             process.wait()
 
 
-def main() -> int:
-    """Start the servers, wait for a signal or for gunicorn to end, and stop everything."""
-    environ = dict(os.environ)
-    try:
-        port = _port(environ, "PORT", "8000")
-        simulated = not environ.get("HOSPITAL_API_BASE_URL")
-        sim_port = _port(environ, "SIMULATOR_PORT", "9000") if simulated else 0
-        if simulated:
-            environ["HOSPITAL_API_BASE_URL"] = f"http://127.0.0.1:{sim_port}"
-        from_env(environ)
-        _check_free(port, "PORT")
-        if simulated:
-            _check_free(sim_port, "SIMULATOR_PORT")
-    except (Refused, ConfigError) as exc:
-        print(f"make run: {exc}", file=sys.stderr)
-        return 2
+def _preflight(environ: dict[str, str]) -> tuple[int, int | None]:
+    """The service's port and the simulator's (None with a real upstream), once both are free and
+    every variable is good; `environ` then points at the simulator. Raises Refused or ConfigError."""
+    port = _port(environ, "PORT", "8000")
+    sim_port = None if environ.get("HOSPITAL_API_BASE_URL") else _port(environ, "SIMULATOR_PORT", "9000")
+    if sim_port is not None:
+        environ["HOSPITAL_API_BASE_URL"] = f"http://127.0.0.1:{sim_port}"
+    from_env(environ)
+    _check_free(port, "PORT")
+    if sim_port is not None:
+        _check_free(sim_port, "SIMULATOR_PORT")
+    return port, sim_port
 
-    stopping = threading.Event()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+def _serve(environ: dict[str, str], port: int, sim_port: int | None, stopping: threading.Event) -> int:
+    """Run the simulator (if any) and gunicorn until `stopping` is set or gunicorn exits."""
     servers: list[tuple[subprocess.Popen, int]] = []
     try:
-        if simulated:
+        if sim_port is not None:
             simulator = _spawn([sys.executable, "-m", "bulkproc.simulator", "--host", "127.0.0.1",
                                 "--port", str(sim_port)], environ)
             servers.append((simulator, signal.SIGTERM))
@@ -124,11 +116,23 @@ def main() -> int:
         while not stopping.is_set() and gunicorn.poll() is None:
             stopping.wait(0.2)
         return 0 if stopping.is_set() else gunicorn.returncode or 1
-    except Refused as exc:
-        print(f"make run: {exc}", file=sys.stderr)
-        return 1
     finally:
         _stop(servers)
+
+
+def main() -> int:
+    """Check, start, and on Ctrl-C (or gunicorn's exit) stop everything; one line for any refusal."""
+    environ = dict(os.environ)
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    try:
+        port, sim_port = _preflight(environ)
+        return _serve(environ, port, sim_port, stopping)
+    except (Refused, ConfigError) as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

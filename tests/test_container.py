@@ -188,6 +188,27 @@ def test_the_build_context_holds_only_what_the_image_needs(image):
     assert not [path for path in found if "__pycache__" in path or path.endswith(".pyc")]
 
 
+def test_the_image_alone_keeps_its_sqlite_store_in_the_volume(image):
+    # The image's own CMD, with no DATABASE_URL: the store is SQLite in /app/instance, which the
+    # non-root user must be able to write although it is a volume.
+    name, port = f"bulkproc-alone-{uuid.uuid4().hex[:8]}", free_port()
+    _docker("network", "create", name)  # the CI daemon has no default bridge
+    try:
+        _docker("run", "-d", "--name", name, "--network", name, "-p", f"127.0.0.1:{port}:8000", image)
+        wait_until(lambda: _docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip() == "healthy",
+                   timeout=90, what=f"the container to turn healthy\n{_docker('logs', name).stderr[-2000:]}")
+        mounts = json.loads(_docker("inspect", "-f", "{{json .Mounts}}", name).stdout)
+        stored = _docker("exec", name, "ls", "/app/instance").stdout.split()
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+    finally:
+        _docker("rm", "-f", "-v", name, check=False)
+        _docker("network", "rm", name, check=False)
+
+    assert ready == {"status": "ready"}
+    assert [m["Destination"] for m in mounts] == ["/app/instance"]
+    assert "bulkproc.sqlite3" in stored
+
+
 def test_the_service_runs_as_a_non_root_user_and_turns_healthy(stack):
     uid = _docker("exec", stack.container("web"), "id", "-u").stdout.strip()
 

@@ -100,8 +100,8 @@ def image(request: pytest.FixtureRequest) -> str:
 class Stack:
     """One compose project (service, PostgreSQL, simulator) on free loopback ports."""
 
-    def __init__(self, compose: list[str]) -> None:
-        self.command = compose
+    def __init__(self, compose: list[str], profiles: tuple[str, ...] = ("local",)) -> None:
+        self.command = [*compose, *(arg for profile in profiles for arg in ("--profile", profile))]
         self.project = f"bulkproc-test-{uuid.uuid4().hex[:8]}"
         self.port, self.simulator_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,7 +117,7 @@ class Stack:
         self.env = env
 
     def compose(self, *args: str, timeout: float = 180) -> str:
-        command = [*self.command, "--project-name", self.project, "--profile", "local", *args]
+        command = [*self.command, "--project-name", self.project, *args]
         result = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}"
         return result.stdout
@@ -252,3 +252,21 @@ def test_a_restart_mid_batch_resumes_without_duplicates(stack):
     names = Counter(h["name"] for h in upstream)
     assert names == Counter(f"Restart {n}" for n in range(1, ROWS + 1))  # each once: no duplicate
     assert all(h.get("active") for h in upstream), upstream
+
+
+def test_without_the_local_profile_the_stack_serves_against_the_real_directory(image):
+    # `docker compose up`: PostgreSQL and the service only. No upload (CI has no internet): the
+    # service must be ready on its database and name the real directory as its upstream.
+    stack = Stack(COMPOSE[sorted(COMPOSE)[0]], profiles=())
+    try:
+        stack.compose("up", "-d", "--no-build")
+        wait_until(lambda: stack.health("web") == "healthy", timeout=120,
+                   what=f"the service container to turn healthy\n{stack.logs()}")
+        services = set(_docker("ps", "--filter", f"label=com.docker.compose.project={stack.project}", "--format",
+                               '{{.Label "com.docker.compose.service"}}').stdout.split())
+        logs = stack.compose("logs", "--no-color", "web", timeout=60)
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
+
+    assert services == {"db", "web"}
+    assert "bulkproc: upstream https://hospital-directory.onrender.com" in logs

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build local stand-ins for the base images that Dockerfile and docker-compose.yml name, from
 # Debian packages: no image registry is reachable from CI, and those two files must stay what a
-# real user runs. Root filesystems are cached under $CACHE, so a second run only re-tags.
+# real user runs. Root filesystems are cached under $CACHE and finished images are labelled with
+# the hash of their inputs, so a second run does nothing (`--rootfs-only` just fills the cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

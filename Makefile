@@ -17,16 +17,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 # The simulator stands in for the upstream unless HOSPITAL_API_BASE_URL names a real one.
-# Ctrl-C reaches both processes (same process group); the trap also stops the simulator
-# when gunicorn exits by itself.
+# scripts/run.py refuses taken ports and bad variables with one line, and turns Ctrl-C into one
+# signal per server, so everything stops within 5 s.
 run: $(STAMP)
-	@set -e; \
-	if [ -z "$$HOSPITAL_API_BASE_URL" ]; then \
-	  $(PY) -m bulkproc.simulator --host 127.0.0.1 --port $(SIMULATOR_PORT) & sim=$$!; \
-	  trap 'kill $$sim 2>/dev/null || true' EXIT; \
-	  export HOSPITAL_API_BASE_URL=http://127.0.0.1:$(SIMULATOR_PORT); \
-	fi; \
-	$(VENV)/bin/gunicorn --config gunicorn.conf.py --bind 127.0.0.1:$(PORT) wsgi:app
+	@PORT=$(PORT) SIMULATOR_PORT=$(SIMULATOR_PORT) $(PY) scripts/run.py
 
 test: $(STAMP)
 	$(PY) -m pytest

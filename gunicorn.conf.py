@@ -30,12 +30,24 @@ def _metrics_folder():
 
 _metrics_folder()
 
+import sys
+
+from bulkproc.config import ConfigError, from_env
+
+# Every variable is checked here, once, in the master: a bad value stops gunicorn with one line
+# before it binds or forks, instead of a traceback from gunicorn or from each worker.
+try:
+    _settings = from_env()
+except ConfigError as exc:
+    print(f"bulkproc: {exc}", file=sys.stderr)
+    sys.exit(1)
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Threads, not processes, carry the concurrency: a synchronous upload waits ~5 s on the upstream
 # and an event stream stays open for a whole batch, so each worker needs many of them.
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+workers = _settings["WEB_CONCURRENCY"]
+threads = _settings["GUNICORN_THREADS"]
 # gthread workers heartbeat from their main loop, so long requests are not killed by this.
 timeout = 120
 graceful_timeout = 30
@@ -48,23 +60,11 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'  # request time in micro
 access_log_format += " request=%({x-request-id}o)s"
 
 
-def on_starting(server):
-    """Check the configuration once, in the master, so a bad value stops gunicorn with one line."""
-    import sys
-
-    from bulkproc.config import ConfigError, from_env
-
-    try:
-        from_env()
-    except ConfigError as exc:
-        print(f"bulkproc: {exc}", file=sys.stderr)
-        sys.exit(1)
-
-
 def worker_exit(server, worker):
     """On a graceful stop, let this worker's batches stop waiting for a rate window: their rows
     stay pending and the batch ends partially_failed, resumable, instead of being killed mid-wait."""
-    jobs = getattr(worker.wsgi, "extensions", {}).get("bulkproc")
+    # A worker stopped while it was still importing the app has none.
+    jobs = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("bulkproc")
     if jobs is not None:
         jobs.close()
 

@@ -99,6 +99,8 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_MAX_IMPORT_ROWS": ("1000", _positive_int, "a whole number of at least 1"),
     "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
     "BULKPROC_LOG_FORMAT": ("text", _log_format, "text or json"),
+    "WEB_CONCURRENCY": ("2", _positive_int, "a whole number of at least 1"),
+    "GUNICORN_THREADS": ("16", _positive_int, "a whole number of at least 1"),
     # Beyond the contract's table: tuning that rarely needs touching.
     "BULKPROC_BATCH_DEADLINE": ("900", _positive_float, "a number of seconds above 0"),
     "BULKPROC_WAKE_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),

@@ -1,12 +1,18 @@
-"""The upload page, the liveness check and the metrics."""
+"""The upload page, the liveness and readiness checks, and the metrics."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, jsonify, render_template
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import metrics
+from .errors import error_body
+from .exceptions import StoreUnavailable
 
 bp = Blueprint("pages", __name__)
+log = logging.getLogger(__name__)
 
 
 @bp.get("/")
@@ -25,3 +31,17 @@ def healthz():
 def metrics_text():
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready when the job store answers a trivial query; 503 JSON otherwise."""
+    try:
+        current_app.extensions["bulkproc"].store.ping()
+    except (StoreUnavailable, SQLAlchemyError) as exc:
+        # The cause is for the operator's log only: it may name hosts, users or paths.
+        cause = exc.reason if isinstance(exc, StoreUnavailable) else str(getattr(exc, "orig", None) or exc)
+        cause = cause.splitlines()[0]
+        log.warning("readiness check: the job store does not answer: %s", cause)
+        return jsonify(error_body("The job store is not answering.")), 503
+    return jsonify({"status": "ready"})

@@ -823,3 +823,8 @@ class Store:
                                          .where(create_slots.c.taken_at > now - window)).one()
             blocked = conn.execute(select(limiter.c.blocked_until).where(limiter.c.id == 1)).scalar() or 0.0
         return count, oldest, blocked
+
+    def ping(self) -> None:
+        """Read the limiter's row, proving the store answers; raise SQLAlchemyError when it does not."""
+        with self._read() as conn:
+            conn.execute(select(limiter.c.id).limit(1)).first()

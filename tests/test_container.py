@@ -1,0 +1,272 @@
+"""The image and the compose stack as a user runs them: service, PostgreSQL and the simulator in containers.
+
+Needs a Docker daemon and the base images (`.ci/run` provides both in CI, from Debian packages).
+Without them the container tests are skipped, saying why; with CI=true they fail instead.
+Run everything else with `-m "not container"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import hospitals_csv
+from tests.gunicorn_service import free_port, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE = "bulkproc:latest"
+ROWS = 5
+
+
+def _docker(*args: str, timeout: float = 120, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=stdin)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def _compose_commands() -> dict[str, list[str]]:
+    """The Compose implementations installed: v2 (`docker compose`) and v1 (`docker-compose`)."""
+    found = {}
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        found["v2"] = ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        found["v1"] = ["docker-compose"]
+    return found
+
+
+COMPOSE = _compose_commands()
+
+
+def _base_images() -> list[str]:
+    """The images the Dockerfile and the compose file start from."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    compose = (REPO / "docker-compose.yml").read_text()
+    return [re.search(r"^FROM (\S+)", dockerfile, re.M).group(1),
+            re.search(r"^\s+image: (postgres:\S+)", compose, re.M).group(1)]
+
+
+def _missing_docker() -> str | None:
+    """Why the container tests cannot run here, or None when they can."""
+    if shutil.which("docker") is None:
+        return "no docker command"
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the Docker daemon did not answer within 30 s"
+    if info.returncode != 0:
+        return f"no Docker daemon: {(info.stderr.strip().splitlines() or ['docker info failed'])[0]}"
+    if not COMPOSE:
+        return "neither `docker compose` nor `docker-compose` is installed"
+    missing = [image for image in _base_images() if _docker("image", "inspect", image, check=False).returncode]
+    if missing:
+        return f"base images not present: {', '.join(missing)} (docker pull them, or run .ci/docker-standins.sh)"
+    return None
+
+
+pytestmark = pytest.mark.container
+
+
+@pytest.fixture(scope="module")
+def image(request: pytest.FixtureRequest) -> str:
+    """The service's image, built from the Dockerfile as it stands."""
+    reason = _missing_docker()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the container tests: {reason}")
+        # On the terminal even without -rs: a developer should know these did not run.
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\ncontainer tests skipped: {reason}", yellow=True)
+        pytest.skip(reason)
+    # Host networking for the build only: the CI sandbox's daemon has no bridge, and elsewhere it
+    # changes nothing but where pip's downloads come from.
+    _docker("build", "--network", "host", "-t", IMAGE, str(REPO), timeout=600)
+    return IMAGE
+
+
+class Stack:
+    """One compose project (service, PostgreSQL, simulator) on free loopback ports."""
+
+    def __init__(self, compose: list[str], profiles: tuple[str, ...] = ("local",)) -> None:
+        self.command = [*compose, *(arg for profile in profiles for arg in ("--profile", profile))]
+        self.project = f"bulkproc-test-{uuid.uuid4().hex[:8]}"
+        self.port, self.simulator_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.simulator_url = f"http://127.0.0.1:{self.simulator_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BULKPROC_", "COMPOSE_")) and k not in (
+            "HOSPITAL_API_BASE_URL", "DATABASE_URL", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS")}
+        env.update({
+            "PUBLISH_PORT": str(self.port), "SIMULATOR_PORT": str(self.simulator_port),
+            "POSTGRES_PASSWORD": uuid.uuid4().hex,
+            # A lease that expires soon after a kill, and a settle time just above a 5 s creation.
+            "BULKPROC_LEASE_SECONDS": "2", "BULKPROC_READ_TIMEOUT": "8",
+        })
+        self.env = env
+
+    def compose(self, *args: str, timeout: float = 180) -> str:
+        command = [*self.command, "--project-name", self.project, *args]
+        result = subprocess.run(command, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}"
+        return result.stdout
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).strip()
+
+    def health(self, service: str) -> str:
+        return _docker("inspect", "-f", "{{.State.Health.Status}}", self.container(service)).stdout.strip()
+
+    def logs(self) -> str:
+        try:
+            return self.compose("logs", "--no-color", "--tail", "60", timeout=60)
+        except AssertionError as exc:
+            return str(exc)
+
+
+# The compose file must work with both; CI has both (.ci/run), a developer whichever is installed.
+@pytest.fixture(scope="module", params=sorted(COMPOSE) or ["none"])
+def stack(request: pytest.FixtureRequest, image: str) -> Iterator[Stack]:
+    """`docker compose --profile local up` with the image just built, torn down with its volumes after."""
+    if os.environ.get("CI") == "true" and set(COMPOSE) != {"v1", "v2"}:
+        pytest.fail(f"CI must run the stack with Compose v1 and v2; found: {sorted(COMPOSE)}")
+    stack = Stack(COMPOSE[request.param])
+    try:
+        stack.compose("up", "-d", "--no-build")
+        wait_until(lambda: stack.health("web") == "healthy", timeout=120,
+                   what=f"the service container to turn healthy\n{stack.logs()}")
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
+
+
+def _document(stack: Stack, batch_id: str) -> dict:
+    response = requests.get(f"{stack.url}/hospitals/bulk/{batch_id}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_the_image_holds_only_what_the_service_needs(image):
+    listing = _docker("run", "--rm", "--entrypoint", "ls", image, "-A", "/app").stdout.split()
+
+    assert sorted(listing) == ["bulkproc", "gunicorn.conf.py", "instance", "requirements.txt", "wsgi.py"]
+    config = json.loads(_docker("image", "inspect", "-f", "{{json .Config}}", image).stdout)
+    assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
+    assert "/app/instance" in config["Volumes"]
+
+
+def test_the_build_context_holds_only_what_the_image_needs(image):
+    # The image's COPY lines pick files anyway; .dockerignore is what keeps .git, .venv, tests and
+    # caches from being sent to the daemon at all. Copy the whole context to see what it holds.
+    tag = f"bulkproc-context-{uuid.uuid4().hex[:8]}"
+    _docker("build", "-q", "-t", tag, "-f", "-", str(REPO), stdin=f"FROM {_base_images()[0]}\nCOPY . /context\n")
+    try:
+        found = _docker("run", "--rm", "--network", "none", tag, "find", "/context", "-mindepth", "1").stdout.splitlines()
+    finally:
+        _docker("image", "rm", tag)
+
+    top = {path.split("/")[2] for path in found}
+    assert top == {"bulkproc", "gunicorn.conf.py", "requirements.txt", "wsgi.py"}
+    assert not [path for path in found if "__pycache__" in path or path.endswith(".pyc")]
+
+
+def test_the_image_alone_keeps_its_sqlite_store_in_the_volume(image):
+    # The image's own CMD, with no DATABASE_URL: the store is SQLite in /app/instance, which the
+    # non-root user must be able to write although it is a volume.
+    name, port = f"bulkproc-alone-{uuid.uuid4().hex[:8]}", free_port()
+    _docker("network", "create", name)  # the CI daemon has no default bridge
+    try:
+        _docker("run", "-d", "--name", name, "--network", name, "-p", f"127.0.0.1:{port}:8000", image)
+        wait_until(lambda: _docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip() == "healthy",
+                   timeout=90, what=f"the container to turn healthy\n{_docker('logs', name).stderr[-2000:]}")
+        mounts = json.loads(_docker("inspect", "-f", "{{json .Mounts}}", name).stdout)
+        stored = _docker("exec", name, "ls", "/app/instance").stdout.split()
+        ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()
+    finally:
+        _docker("rm", "-f", "-v", name, check=False)
+        _docker("network", "rm", name, check=False)
+
+    assert ready == {"status": "ready"}
+    assert [m["Destination"] for m in mounts] == ["/app/instance"]
+    assert "bulkproc.sqlite3" in stored
+
+
+def test_the_service_runs_as_a_non_root_user_and_turns_healthy(stack):
+    uid = _docker("exec", stack.container("web"), "id", "-u").stdout.strip()
+
+    assert uid != "0"
+    assert stack.health("web") == "healthy"
+    assert requests.get(f"{stack.url}/readyz", timeout=10).json() == {"status": "ready"}
+
+
+def test_an_upload_through_the_stack_lands_in_the_simulator(stack):
+    response = requests.post(f"{stack.url}/hospitals/bulk", files={"file": ("h.csv", hospitals_csv(2, prefix="Sync"))},
+                             timeout=60)
+
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["status"] == "completed"
+    upstream = requests.get(f"{stack.simulator_url}/hospitals/batch/{document['batch_id']}", timeout=10).json()
+    assert sorted(h["name"] for h in upstream) == ["Sync 1", "Sync 2"]
+
+
+def test_a_restart_mid_batch_resumes_without_duplicates(stack):
+    created = requests.post(f"{stack.url}/hospitals/bulk?async=1",
+                            files={"file": ("h.csv", hospitals_csv(ROWS, prefix="Restart"))}, timeout=30)
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["batch_id"]
+    wait_until(lambda: any(r["status"] == "in_progress" for r in _document(stack, batch_id)["hospitals"]),
+               timeout=30, what="rows in flight")
+
+    # SIGTERM, then SIGKILL a second later: creations that take 5 s upstream are cut off mid-way.
+    _docker("restart", "--time", "1", stack.container("web"))
+    wait_until(lambda: _answers(f"{stack.url}/readyz"), timeout=60,
+               what=f"the service after its restart\n{stack.logs()}")
+    wait_until(lambda: _document(stack, batch_id)["status"] in ("interrupted", "partially_failed", "failed"),
+               timeout=60, what="the batch to read resumable")
+    resumed = requests.post(f"{stack.url}/hospitals/bulk/{batch_id}/resume?async=1", timeout=30)
+    assert resumed.status_code == 202, resumed.text
+    final = wait_until(lambda: (d := _document(stack, batch_id))["status"] not in ("queued", "processing", "activating") and d,
+                       timeout=120, what=f"the resumed batch to finish\n{stack.logs()}")
+
+    assert final["status"] == "completed", final
+    upstream = requests.get(f"{stack.simulator_url}/hospitals/batch/{batch_id}", timeout=10).json()
+    names = Counter(h["name"] for h in upstream)
+    assert names == Counter(f"Restart {n}" for n in range(1, ROWS + 1))  # each once: no duplicate
+    assert all(h.get("active") for h in upstream), upstream
+
+
+def test_without_the_local_profile_the_stack_serves_against_the_real_directory(image):
+    # `docker compose up`: PostgreSQL and the service only. No upload (CI has no internet): the
+    # service must be ready on its database and name the real directory as its upstream.
+    stack = Stack(COMPOSE[sorted(COMPOSE)[0]], profiles=())
+    try:
+        stack.compose("up", "-d", "--no-build")
+        wait_until(lambda: stack.health("web") == "healthy", timeout=120,
+                   what=f"the service container to turn healthy\n{stack.logs()}")
+        services = set(_docker("ps", "--filter", f"label=com.docker.compose.project={stack.project}", "--format",
+                               '{{.Label "com.docker.compose.service"}}').stdout.split())
+        logs = stack.compose("logs", "--no-color", "web", timeout=60)
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
+
+    assert services == {"db", "web"}
+    assert "bulkproc: upstream https://hospital-directory.onrender.com" in logs

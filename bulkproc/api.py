@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -15,39 +13,15 @@ from .auth import require_token
 from .exceptions import MalformedRequest
 from .jobs import Jobs
 from .streams import document_events, event_response
+from .web import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
 bp.before_request(require_token)
 
 log = logging.getLogger(__name__)
 
-MAX_LIST_LIMIT = 100
-
-
 def _jobs() -> Jobs:
     return current_app.extensions["bulkproc"]
-
-
-def _uploaded_csv() -> bytes:
-    """The bytes of the `file` part of a multipart request, or MalformedRequest."""
-    if request.mimetype != "multipart/form-data":
-        raise MalformedRequest("Send the CSV as multipart/form-data in a field named 'file' "
-                         "(curl -F file=@hospitals.csv).")
-    upload = request.files.get("file")
-    if upload is None:
-        raise MalformedRequest("The request has no 'file' part; send the CSV in a field named 'file'.")
-    if not upload.filename:
-        raise MalformedRequest("The 'file' part has no file name; choose a CSV file to upload.")
-    return upload.read()
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= 200 or not key.isprintable():
-        raise MalformedRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
-    return key
 
 
 def _wants_async() -> bool:
@@ -72,8 +46,8 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 
 @bp.post("")
 def create_batch():
-    data = _uploaded_csv()
-    key = _idempotency_key()
+    data = uploaded_csv()
+    key = idempotency_key()
     rows = csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
     jobs = _jobs()
     batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
@@ -91,24 +65,12 @@ def create_batch():
 
 @bp.post("/validate")
 def validate_batch():
-    inspection = csv_input.inspect(_uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])
-    return jsonify({
-        "valid": inspection.valid,
-        "total_hospitals": len(inspection.rows),
-        "errors": [p.as_dict() for p in inspection.problems],
-        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
-                      for r in inspection.rows],
-    })
+    return jsonify(validation_document(csv_input.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])))
 
 
 @bp.get("")
 def list_batches():
-    text = request.args.get("limit", "20")
-    # str.isdigit() also takes "²" and other digits int() refuses, and int() refuses over 4300 digits.
-    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIST_LIMIT:
-        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
-                         [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
-    return jsonify({"batches": _jobs().recent(int(text))})
+    return jsonify({"batches": _jobs().recent(list_limit())})
 
 
 @bp.get("/<batch_id>")
@@ -147,25 +109,20 @@ def batch_events(batch_id: str):
 @bp.get("/<batch_id>/results.csv")
 def batch_results(batch_id: str):
     batch = _jobs().load(batch_id)
-    return _csv_file(results.results_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-results.csv")
+    return csv_file(results.results_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-results.csv")
 
 
 @bp.get("/<batch_id>/failed.csv")
 def batch_failed_rows(batch_id: str):
     batch = _jobs().load(batch_id)
-    return _csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
-
-
-def _csv_file(lines: Iterator[str], filename: str) -> Response:
-    return Response(lines, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
 
 
 @bp.patch("/<batch_id>/rows/<int:row>")
 def fix_batch_row(batch_id: str, row: int):
     jobs = _jobs()
     batch = jobs.load(batch_id)
-    row_fixes.fix_row(jobs.store, batch, row, row_fixes.changes_from(_json_body(), row), time.time())
+    row_fixes.fix_row(jobs.store, batch, row, row_fixes.changes_from(_json_body(), row), batch.read_at)
     return jsonify(jobs.document(batch_id))
 
 

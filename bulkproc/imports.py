@@ -51,11 +51,12 @@ class Imports:
 
     def __init__(self, jobs: Jobs, *, batch_rows: int, rate: tuple[int, float] | None, concurrency: int,
                  creation_seconds: float = CREATION_SECONDS, runners: int = 32,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.jobs, self.store = jobs, jobs.store
         self.batch_rows, self.rate, self.concurrency = batch_rows, rate, concurrency
         self.creation_seconds = creation_seconds
-        self._clock = clock
+        # Leases and run times are compared across instances: the store's clock, like the jobs'.
+        self._clock = clock or self.store.now
         # Runners wait on their batches, so they must not take seats in the batches' pool.
         self._runners = ThreadPoolExecutor(runners, thread_name_prefix="bulkproc-import")
         jobs.close_with(self.close)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, url_for
 
 from . import csv_input, results
-from .api import MAX_LIST_LIMIT, _csv_file, _idempotency_key, _uploaded_csv
 from .auth import require_token
-from .exceptions import MalformedRequest
 from .imports import Imports
 from .streams import document_events, event_response
+from .web import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
 bp.before_request(require_token)
@@ -31,8 +30,8 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 
 @bp.post("")
 def create_import():
-    data = _uploaded_csv()
-    key = _idempotency_key()
+    data = uploaded_csv()
+    key = idempotency_key()
     rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
     imports = _imports()
     import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
@@ -43,24 +42,13 @@ def create_import():
 
 @bp.post("/validate")
 def validate_import():
-    limit = current_app.config["MAX_IMPORT_ROWS"]
-    inspection = csv_input.inspect(_uploaded_csv(), max_rows=limit)
-    listed = inspection.rows if len(inspection.rows) <= limit else []  # a file over the limit is not echoed
-    return jsonify({
-        "valid": inspection.valid,
-        "total_hospitals": len(inspection.rows),
-        "errors": [p.as_dict() for p in inspection.problems],
-        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone} for r in listed],
-    })
+    return jsonify(validation_document(csv_input.inspect(uploaded_csv(),
+                                                         max_rows=current_app.config["MAX_IMPORT_ROWS"])))
 
 
 @bp.get("")
 def list_imports():
-    text = request.args.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIST_LIMIT:
-        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
-                         [{"row": None, "column": "limit", "message": f"{text!r} is not allowed."}])
-    return jsonify({"imports": _imports().recent(int(text))})
+    return jsonify({"imports": _imports().recent(list_limit())})
 
 
 @bp.get("/<import_id>")
@@ -107,11 +95,11 @@ def import_events(import_id: str):
 def import_results(import_id: str):
     imports = _imports()
     imports.load(import_id)  # a 404 now, before the file starts
-    return _csv_file(results.results_lines(imports.rows(import_id)), f"import-{import_id}-results.csv")
+    return csv_file(results.results_lines(imports.rows(import_id)), f"import-{import_id}-results.csv")
 
 
 @bp.get("/<import_id>/failed.csv")
 def import_failed_rows(import_id: str):
     imports = _imports()
     imports.load(import_id)
-    return _csv_file(results.failed_lines(imports.rows(import_id)), f"import-{import_id}-failed.csv")
+    return csv_file(results.failed_lines(imports.rows(import_id)), f"import-{import_id}-failed.csv")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from .states import BatchStatus, RowStatus
+from .web import MAX_LIST_LIMIT
 
 OPENAPI_VERSION = "3.1.0"
-MAX_LIST_LIMIT = 100
 
 # `cancelled` is a batch and row status of the contract used only by imports; states.py may not
 # hold it yet, so the contract's lists complete the enums (dict.fromkeys keeps order, drops twins).

@@ -548,11 +548,11 @@ class Store:
     def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str) -> bool:
         """Give a failed row of a batch at rest (resumable, or its owner's lease lapsed) new values;
         return whether it did, False when the row is not failed or the batch is being processed."""
-        now = self._clock()
-        at_rest = batches.c.status.in_([str(s) for s in RESUMABLE])
-        lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
         try:
             with self._write() as conn:
+                now = self._now(conn)
+                at_rest = batches.c.status.in_([str(s) for s in RESUMABLE])
+                lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
                 # Bumping the batch first locks its row, so a resume's take_lease cannot slip in between.
                 if conn.execute(update(batches).where(batches.c.id == batch_id, at_rest | lapsed).values(
                         version=batches.c.version + 1, updated_at=now)).rowcount != 1:
@@ -583,7 +583,7 @@ class Store:
                                                   batch_rows.c.row.in_(list(rows)))
                          .values(status=RowStatus.IN_PROGRESS, error=None, attempted_at=now))
             conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._clock()))
+                version=batches.c.version + 1, updated_at=self._now(conn)))
         self._notify()
         return True
 
@@ -596,7 +596,7 @@ class Store:
         return conn.execute(select(imports.c.id).join(import_batches, import_batches.c.import_id == imports.c.id)
                             .where(import_batches.c.batch_id == batch_id, imports.c.cancel_requested,
                                    imports.c.status.in_([str(s) for s in RUNNING]),
-                                   imports.c.lease_expires >= self._clock())).first() is not None
+                                   imports.c.lease_expires >= self._now(conn))).first() is not None
 
     def cancel_pending_rows(self, batch_id: str) -> None:
         """Mark the batch's rows still pending `cancelled`: a cancel stopped them before they started."""
@@ -605,7 +605,7 @@ class Store:
                                                   batch_rows.c.status == RowStatus.PENDING)
                          .values(status=RowStatus.CANCELLED))
             conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._clock()))
+                version=batches.c.version + 1, updated_at=self._now(conn)))
         self._notify()
 
     # -- imports -------------------------------------------------------------------------
@@ -618,11 +618,11 @@ class Store:
 
         Raises IdempotencyMismatch when the key was seen with another file.
         """
-        now = self._clock()
-        owned = {"status": BatchStatus.QUEUED, "version": 0, "created_at": now, "updated_at": now,
-                 "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until}
         try:
             with self._write() as conn:
+                now = self._now(conn)
+                owned = {"status": BatchStatus.QUEUED, "version": 0, "created_at": now, "updated_at": now,
+                         "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until}
                 conn.execute(insert(imports).values(
                     id=import_id, total=sum(len(rows) for _, rows in parts), cancel_requested=False,
                     idempotency_key=idempotency_key, file_sha256=file_sha256, **owned))
@@ -703,11 +703,11 @@ class Store:
         """Atomically make `owner` the runner of an import at rest (or whose runner's lease lapsed),
         with every unfinished batch of it nobody is processing, their cancelled rows pending again;
         False when the import is running or rolled back."""
-        now = self._clock()
-        running = [str(s) for s in RUNNING]
-        takeable = (batches.c.status.in_([str(s) for s in RESUMABLE])
-                    | (batches.c.status.in_(running) & (batches.c.lease_expires < now)))
         with self._write() as conn:
+            now = self._now(conn)
+            running = [str(s) for s in RUNNING]
+            takeable = (batches.c.status.in_([str(s) for s in RESUMABLE])
+                        | (batches.c.status.in_(running) & (batches.c.lease_expires < now)))
             if not self._claim_import(conn, import_id, owner, until, BatchStatus.QUEUED):
                 return False
             mine = batches.c.id.in_(self._members(import_id))
@@ -730,7 +730,7 @@ class Store:
 
     def _claim_import(self, conn: Connection, import_id: str, owner: str, until: float, status: str, *,
                       rolled_back: bool = False) -> bool:
-        now = self._clock()
+        now = self._now(conn)
         running = [str(s) for s in RUNNING]
         at_rest = imports.c.status.not_in(running + ([] if rolled_back else [BatchStatus.ROLLED_BACK]))
         lapsed = imports.c.status.in_(running) & (imports.c.lease_expires < now)
@@ -750,8 +750,8 @@ class Store:
     def renew_import_lease(self, import_id: str, owner: str, until: float) -> bool:
         """Extend `owner`'s lease on the import and on its batches still waiting to start; False
         when the import is no longer its own."""
-        now = self._clock()
         with self._write() as conn:
+            now = self._now(conn)
             if not conn.execute(update(imports).where(imports.c.id == import_id, imports.c.lease_owner == owner)
                                 .values(lease_expires=until, run_seen_at=now)).rowcount:
                 return False
@@ -764,8 +764,8 @@ class Store:
     def finish_import_run(self, import_id: str, owner: str, status: str, ran: float) -> None:
         """End `owner`'s run: record its outcome and time, release the lease and the cancel request;
         batches it never started read `interrupted` at once."""
-        now = self._clock()
         with self._write() as conn:
+            now = self._now(conn)
             conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
                                                batches.c.lease_owner == owner,
                                                batches.c.status == BatchStatus.QUEUED)
@@ -779,9 +779,9 @@ class Store:
     def request_import_cancel(self, import_id: str) -> bool:
         """Ask a running import to stop starting rows: its pending rows read `cancelled` and its
         batches not started `cancelled`; False when the import is not running."""
-        now = self._clock()
-        running = [str(s) for s in RUNNING]
         with self._write() as conn:
+            now = self._now(conn)
+            running = [str(s) for s in RUNNING]
             if not conn.execute(update(imports).where(
                     imports.c.id == import_id, imports.c.status.in_(running), imports.c.lease_expires >= now,
             ).values(cancel_requested=True, version=imports.c.version + 1, updated_at=now)).rowcount:
@@ -799,7 +799,7 @@ class Store:
 
     def _touch_import(self, conn: Connection, import_id: str, **values) -> None:
         conn.execute(update(imports).where(imports.c.id == import_id).values(
-            version=imports.c.version + 1, updated_at=self._clock(), **values))
+            version=imports.c.version + 1, updated_at=self._now(conn), **values))
 
     def wait_for_import_change(self, import_id: str, seen_version: int, timeout: float,
                                poll: float = 0.5) -> int | None:
@@ -817,8 +817,8 @@ class Store:
 
     def create_slots_in_use(self, window: float) -> tuple[int, float | None, float]:
         """(slots taken in the last `window` seconds, when the oldest of them was taken, blocked-until)."""
-        now = self._clock()
         with self._read() as conn:
+            now = self._now(conn)
             count, oldest = conn.execute(select(func.count(), func.min(create_slots.c.taken_at))
                                          .where(create_slots.c.taken_at > now - window)).one()
             blocked = conn.execute(select(limiter.c.blocked_until).where(limiter.c.id == 1)).scalar() or 0.0

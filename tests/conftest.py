@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from bulkproc import create_app
 from bulkproc.simulator import ServedSimulator, create_simulator, serve
+from tests.browser import start_chromium
 from tests.support import ServedApp
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -90,3 +91,21 @@ def serve_app() -> Iterator[Callable[..., ServedApp]]:
 def service(app, serve_app) -> ServedApp:
     """The default app served for real against the simulator."""
     return serve_app(app)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the page tests of one module."""
+    driver = start_chromium()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def live_server(make_app, serve_app):
+    """Serve an app over real HTTP on 127.0.0.1, in front of the simulator; returns its URL.
+
+    The shared fixtures stop the server, then close the app's jobs and its store: an unclosed
+    store leaves SQLite connections for the garbage collector (a ResourceWarning on 3.13).
+    """
+    return lambda **config: serve_app(make_app(**config)).url + "/"

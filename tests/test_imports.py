@@ -390,7 +390,7 @@ def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_
 
 # -- the upload page (headless Chromium) ---------------------------------------------------
 
-from tests.test_upload_page import _choose_file, _overflow, _table, _wait_for_text, browser  # noqa: E402,F401
+from tests.browser import choose_file, overflow, table, wait_for_text  # noqa: E402
 
 
 @pytest.fixture
@@ -404,19 +404,19 @@ def test_a_file_over_20_rows_becomes_an_import_with_overall_and_per_batch_progre
     browser.set_window_size(400, 900)
     try:
         browser.get(page_service.url + "/")
-        _choose_file(browser, tmp_path, hospitals_csv(45))
+        choose_file(browser, tmp_path, hospitals_csv(45))
         browser.find_element("id", "check").click()
-        _wait_for_text(browser, "validation-result", "Valid, 45 hospitals. It will be imported in 3 batches")
+        wait_for_text(browser, "validation-result", "Valid, 45 hospitals. It will be imported in 3 batches")
 
         browser.find_element("id", "create").click()
-        _wait_for_text(browser, "import-remaining", "left at the directory's rate limit")
+        wait_for_text(browser, "import-remaining", "left at the directory's rate limit")
         assert browser.find_element("id", "import-cancel").is_displayed()
-        _wait_for_text(browser, "import-summary", "Import completed")
-        assert _overflow(browser) == {"page": 0, "elements": []}
+        wait_for_text(browser, "import-summary", "Import completed")
+        assert overflow(browser) == {"page": 0, "elements": []}
     finally:
         browser.set_window_size(1000, 900)
 
-    batches = _table(browser, "import-batches")
+    batches = table(browser, "import-batches")
     assert [b[:3] for b in batches] == [["1–20", "completed", "20 of 20"], ["21–40", "completed", "20 of 20"],
                                         ["41–45", "completed", "5 of 5"]]
     assert browser.find_element("id", "import-counter").text == "45 of 45 rows done: 45 created."
@@ -430,17 +430,17 @@ def test_a_file_over_20_rows_becomes_an_import_with_overall_and_per_batch_progre
 
 def test_the_page_cancels_an_import_and_resumes_it(browser, page_service, tmp_path, upstream):
     browser.get(page_service.url + "/")
-    _choose_file(browser, tmp_path, hospitals_csv(60))
+    choose_file(browser, tmp_path, hospitals_csv(60))
     browser.find_element("id", "create").click()
     wait_until(lambda: len(upstream.sim.hospitals()) >= 10, timeout=10, what="the first creations")
 
     browser.find_element("id", "import-cancel").click()
-    _wait_for_text(browser, "import-summary", "Import cancelled")
+    wait_for_text(browser, "import-summary", "Import cancelled")
 
-    assert "cancelled" in [b[1] for b in _table(browser, "import-batches")]
+    assert "cancelled" in [b[1] for b in table(browser, "import-batches")]
     created = len(upstream.sim.hospitals())
     assert created < 60
     assert browser.find_element("id", "import-download-failed").is_displayed()
     browser.find_element("id", "import-resume").click()
-    _wait_for_text(browser, "import-summary", "Import completed")
+    wait_for_text(browser, "import-summary", "Import completed")
     assert len(upstream.sim.hospitals()) == 60

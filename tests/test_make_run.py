@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 from tests.gunicorn_service import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,15 +1,12 @@
 """The upload page: served as plain HTML, and driven in a real headless Chromium."""
 
-import os
 import re
 from html.parser import HTMLParser
 
 import pytest
 import requests
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-WAIT_SECONDS = 30
+from tests.browser import WAIT_SECONDS, choose_file, overflow, table, wait_for_text
 
 VALID_CSV = (
     "name,address,phone\n"
@@ -81,64 +78,17 @@ def test_static_files_are_served(app, name, mimetype):
 # --- the page in a browser ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1000,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture
-def live_server(make_app, serve_app):
-    """Serve an app over real HTTP on 127.0.0.1, in front of the simulator; returns its URL.
-
-    The shared fixtures stop the server, then close the app's jobs and its store: an unclosed
-    store leaves SQLite connections for the garbage collector (a ResourceWarning on 3.13).
-    """
-    return lambda **config: serve_app(make_app(**config)).url + "/"
-
-
 @pytest.fixture
 def live_url(live_server):
     return live_server()
 
 
-def _choose_file(driver, tmp_path, text):
-    path = tmp_path / "hospitals.csv"
-    path.write_text(text, encoding="utf-8")
-    driver.find_element("id", "file").send_keys(str(path.resolve()))
-
-
-def _wait_for_text(driver, element_id, text):
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, WAIT_SECONDS).until(
-        expected_conditions.text_to_be_present_in_element(("id", element_id), text))
-
-
-def _table(driver, element_id):
-    rows = driver.find_elements("css selector", f"#{element_id} tbody tr")
-    return [[td.text for td in row.find_elements("tag name", "td")] for row in rows]
-
-
 def test_check_lists_the_problem_row_and_column(browser, live_url, tmp_path):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, BAD_CSV)
+    choose_file(browser, tmp_path, BAD_CSV)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "validation-result", "Not valid")
-    problems = _table(browser, "problems")
+    wait_for_text(browser, "validation-result", "Not valid")
+    problems = table(browser, "problems")
     assert [p[:2] for p in problems] == [["2", "address"]]
     assert problems[0][2]
     assert not browser.find_element("id", "problems").text.startswith("{")
@@ -146,31 +96,31 @@ def test_check_lists_the_problem_row_and_column(browser, live_url, tmp_path):
 
 def test_check_of_a_valid_file_previews_its_rows(browser, live_url, tmp_path):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "validation-result", "Valid, 3 hospitals")
-    assert [r[1] for r in _table(browser, "preview")] == ["General Hospital", "Saint Mary's", "City Clinic"]
+    wait_for_text(browser, "validation-result", "Valid, 3 hospitals")
+    assert [r[1] for r in table(browser, "preview")] == ["General Hospital", "Saint Mary's", "City Clinic"]
 
 
 def test_create_refused_file_shows_the_details_not_json(browser, live_url, tmp_path, upstream):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, BAD_CSV)
+    choose_file(browser, tmp_path, BAD_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "validation-result", "nothing was created")
-    assert [p[:2] for p in _table(browser, "problems")] == [["2", "address"]]
+    wait_for_text(browser, "validation-result", "nothing was created")
+    assert [p[:2] for p in table(browser, "problems")] == [["2", "address"]]
     assert "{" not in browser.find_element("id", "validation").text
     assert upstream.sim.hospitals() == []
 
 
 def test_a_refused_files_problems_are_listed_once_after_a_check(browser, live_url, tmp_path, upstream):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, BAD_CSV)
+    choose_file(browser, tmp_path, BAD_CSV)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "validation-result", "Not valid")
-    (problem,) = _table(browser, "problems")
+    wait_for_text(browser, "validation-result", "Not valid")
+    (problem,) = table(browser, "problems")
 
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "validation-result", "nothing was created")
+    wait_for_text(browser, "validation-result", "nothing was created")
 
     assert browser.find_element("tag name", "main").text.count(problem[2]) == 1
     assert not browser.find_element("id", "error").is_displayed()
@@ -178,11 +128,11 @@ def test_a_refused_files_problems_are_listed_once_after_a_check(browser, live_ur
 
 def test_create_follows_the_batch_to_completion_and_rolls_back(browser, live_url, tmp_path, upstream):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "completed")
+    wait_for_text(browser, "summary", "completed")
 
-    rows = _table(browser, "rows")
+    rows = table(browser, "rows")
     assert [r[2] for r in rows] == ["created and activated"] * 3
     assert "Batch completed in" in browser.find_element("id", "summary").text
     assert "activated" in browser.find_element("id", "summary").text
@@ -194,20 +144,20 @@ def test_create_follows_the_batch_to_completion_and_rolls_back(browser, live_url
 
     browser.find_element("id", "rollback").click()
     browser.switch_to.alert.accept()
-    _wait_for_text(browser, "summary", "rolled back")
-    assert [r[2] for r in _table(browser, "rows")] == ["deleted"] * 3
+    wait_for_text(browser, "summary", "rolled back")
+    assert [r[2] for r in table(browser, "rows")] == ["deleted"] * 3
     assert upstream.sim.hospitals() == []
 
 
 def test_after_a_rollback_the_summary_says_so_without_a_stale_time(browser, live_url, tmp_path):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "completed")
+    wait_for_text(browser, "summary", "completed")
 
     browser.find_element("id", "rollback").click()
     browser.switch_to.alert.accept()
-    _wait_for_text(browser, "summary", "rolled back")
+    wait_for_text(browser, "summary", "rolled back")
 
     batch_text = browser.find_element("id", "batch").text
     assert "Batch rolled back" in batch_text
@@ -219,11 +169,11 @@ def test_after_a_rollback_the_summary_says_so_without_a_stale_time(browser, live
 def test_statuses_read_as_words_in_the_rows_and_the_summary(browser, live_url, tmp_path, upstream):
     upstream.sim.add_fault("create", "reject_422")
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "Batch partially failed in")
+    wait_for_text(browser, "summary", "Batch partially failed in")
 
-    assert sorted(r[2] for r in _table(browser, "rows")) == ["created, not active yet"] * 2 + ["failed"]
+    assert sorted(r[2] for r in table(browser, "rows")) == ["created, not active yet"] * 2 + ["failed"]
     statuses = [e.get_attribute("data-status") for e in browser.find_elements("css selector", "#rows .status")]
     assert sorted(statuses) == ["created", "created", "failed"]
     assert "_" not in browser.find_element("id", "summary").text
@@ -231,16 +181,16 @@ def test_statuses_read_as_words_in_the_rows_and_the_summary(browser, live_url, t
 
 def test_download_links_point_at_the_result_files(browser, live_url, tmp_path, upstream):
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "completed")
+    wait_for_text(browser, "summary", "completed")
     assert browser.find_element("id", "download-results").is_displayed()
     assert not browser.find_element("id", "download-failed").is_displayed()
 
     upstream.sim.add_fault("create", "reject_422")
-    _choose_file(browser, tmp_path, VALID_CSV.replace("Hospital", "Infirmary"))
+    choose_file(browser, tmp_path, VALID_CSV.replace("Hospital", "Infirmary"))
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "partially failed")
+    wait_for_text(browser, "summary", "partially failed")
 
     failed_link = browser.find_element("id", "download-failed")
     assert failed_link.is_displayed() and failed_link.text == "Download failed rows"
@@ -251,7 +201,7 @@ def test_download_links_point_at_the_result_files(browser, live_url, tmp_path, u
         f"{live_url}hospitals/bulk/{batch_id}/results.csv")
     with requests.get(failed_link.get_attribute("href"), timeout=10) as response:
         lines = response.text.splitlines()
-    (failed,) = [r for r in _table(browser, "rows") if r[2] == "failed"]
+    (failed,) = [r for r in table(browser, "rows") if r[2] == "failed"]
     assert lines[0] == "name,address,phone,error" and len(lines) == 2 and failed[1] in lines[1]
 
 
@@ -265,9 +215,9 @@ def test_a_failed_row_is_fixed_in_place_and_the_batch_resumed(browser, live_url,
 
     upstream.sim.add_fault("create", "reject_422")
     browser.get(live_url)
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "partially failed")
+    wait_for_text(browser, "summary", "partially failed")
     row = _failed_row(browser)
     number, name = (td.text for td in row.find_elements("tag name", "td")[:2])
     original = {"General Hospital": ("1 Main St", "555-0100"), "Saint Mary's": ("2 Elm St, Boston", "(617) 555-0101"),
@@ -281,7 +231,7 @@ def test_a_failed_row_is_fixed_in_place_and_the_batch_resumed(browser, live_url,
     fields["phone"].clear()
     fields["phone"].send_keys("12")
     browser.find_element("css selector", "#rows button.save").click()
-    _wait_for_text(browser, "edit-phone-error", "digits")
+    wait_for_text(browser, "edit-phone-error", "digits")
     assert fields["phone"].get_attribute("aria-invalid") == "true"
     assert not browser.find_element("id", "edit-name-error").is_displayed()
 
@@ -290,13 +240,13 @@ def test_a_failed_row_is_fixed_in_place_and_the_batch_resumed(browser, live_url,
     fields["phone"].clear()
     fields["phone"].send_keys("617-555-0177")
     browser.find_element("css selector", "#rows button.save").click()
-    _wait_for_text(browser, "notice", f"Row {number} saved")
+    wait_for_text(browser, "notice", f"Row {number} saved")
     assert not browser.find_elements("id", "edit-name")
-    assert "Mercy Hospital" in [r[1] for r in _table(browser, "rows")]
+    assert "Mercy Hospital" in [r[1] for r in table(browser, "rows")]
 
     browser.find_element("id", "resume").click()
-    _wait_for_text(browser, "summary", "Batch completed")
-    assert [r[2] for r in _table(browser, "rows")] == ["created and activated"] * 3
+    wait_for_text(browser, "summary", "Batch completed")
+    assert [r[2] for r in table(browser, "rows")] == ["created and activated"] * 3
     stored = {h["name"]: h for h in upstream.sim.hospitals()}
     assert (stored["Mercy Hospital"]["address"], stored["Mercy Hospital"]["phone"]) == (original[0], "617-555-0177")
     assert name not in stored and all(h["active"] for h in stored.values())
@@ -309,18 +259,6 @@ def narrow(browser):
     browser.set_window_size(1000, 900)
 
 
-def _overflow(driver):
-    """Elements of the page that reach past the right edge of the window, and the page's own overflow."""
-    return driver.execute_script("""
-        // The width left beside any vertical scroll bar.
-        const width = document.documentElement.clientWidth;
-        const wide = [...document.querySelectorAll("main *")]
-            .filter((e) => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5)
-            .map((e) => e.tagName + "#" + e.id + "." + e.className);
-        return {page: document.documentElement.scrollWidth - width, elements: wide};
-    """)
-
-
 def test_the_page_fits_a_400_px_window_with_long_rows_and_an_editor(narrow, live_url, tmp_path, upstream):
     browser = narrow
     assert browser.execute_script("return window.innerWidth") <= 400
@@ -330,37 +268,37 @@ def test_the_page_fits_a_400_px_window_with_long_rows_and_an_editor(narrow, live
                 "General Hospital,1 Main St,555-0100\n")
     upstream.sim.add_fault("create", "reject_422")
     browser.get(live_url)
-    _choose_file(browser, tmp_path, long_csv)
+    choose_file(browser, tmp_path, long_csv)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "validation-result", "Valid, 2 hospitals")
-    assert _overflow(browser) == {"page": 0, "elements": []}
+    wait_for_text(browser, "validation-result", "Valid, 2 hospitals")
+    assert overflow(browser) == {"page": 0, "elements": []}
 
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "partially failed")
-    assert _overflow(browser) == {"page": 0, "elements": []}
+    wait_for_text(browser, "summary", "partially failed")
+    assert overflow(browser) == {"page": 0, "elements": []}
     _failed_row(browser).find_element("css selector", "button.edit").click()
-    _wait_for_text(browser, "rows", "Fix row")
-    assert _overflow(browser) == {"page": 0, "elements": []}
+    wait_for_text(browser, "rows", "Fix row")
+    assert overflow(browser) == {"page": 0, "elements": []}
 
 
 def test_token_is_asked_for_and_kept_for_the_tab(browser, live_server, tmp_path, upstream):
     browser.get(live_server(API_TOKEN="s3cret"))
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "error", "API token is missing or wrong")
+    wait_for_text(browser, "error", "API token is missing or wrong")
 
     browser.find_element("id", "token").send_keys("s3cret")
     browser.refresh()
     assert browser.find_element("id", "token").get_attribute("value") == "s3cret"
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "check").click()
-    _wait_for_text(browser, "validation-result", "Valid, 3 hospitals")
+    wait_for_text(browser, "validation-result", "Valid, 3 hospitals")
     assert not browser.find_element("id", "error").is_displayed()
 
 
 def test_too_large_upload_is_explained(browser, live_server, tmp_path, upstream):
     browser.get(live_server(MAX_UPLOAD_BYTES=300))
-    _choose_file(browser, tmp_path, VALID_CSV * 10)
+    choose_file(browser, tmp_path, VALID_CSV * 10)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "error", "too large")
+    wait_for_text(browser, "error", "too large")
     assert upstream.sim.hospitals() == []

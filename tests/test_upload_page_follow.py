@@ -1,15 +1,14 @@
 """The upload page follows a batch without its event stream: when a token is set, or the stream is refused."""
 
-from tests.test_upload_page import (  # noqa: F401  (fixtures used by name)
-    VALID_CSV, _choose_file, _table, _wait_for_text, browser, live_server, upstream,
-)
+from tests.browser import choose_file, table, wait_for_text
+from tests.test_upload_page import VALID_CSV
 
 
 def _create_and_follow(browser, tmp_path):
-    _choose_file(browser, tmp_path, VALID_CSV)
+    choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
-    _wait_for_text(browser, "summary", "completed")
-    assert [r[2] for r in _table(browser, "rows")] == ["created_and_activated"] * 3
+    wait_for_text(browser, "summary", "completed")
+    assert [r[2] for r in table(browser, "rows")] == ["created_and_activated"] * 3
     assert not browser.find_element("id", "error").is_displayed()
 
 

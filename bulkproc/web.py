@@ -1,0 +1,70 @@
+"""What both API blueprints read from a request alike, and answer alike: the upload and its key,
+a listing's limit, a validation, and CSV files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, request
+
+from .csv_input import Inspection
+from .exceptions import MalformedRequest
+
+MAX_LIST_LIMIT = 100
+# The contract: no answer about a refused file exceeds 64 KiB; its rows are left out when they would.
+MAX_REFUSAL_BYTES = 64 * 1024
+
+
+def uploaded_csv() -> bytes:
+    """The bytes of the `file` part of a multipart request, or MalformedRequest."""
+    if request.mimetype != "multipart/form-data":
+        raise MalformedRequest("Send the CSV as multipart/form-data in a field named 'file' "
+                               "(curl -F file=@hospitals.csv).")
+    upload = request.files.get("file")
+    if upload is None:
+        raise MalformedRequest("The request has no 'file' part; send the CSV in a field named 'file'.")
+    if not upload.filename:
+        raise MalformedRequest("The 'file' part has no file name; choose a CSV file to upload.")
+    return upload.read()
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, if any; MalformedRequest when it is not 1-200 printable characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise MalformedRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
+    return key
+
+
+def list_limit(default: int = 20) -> int:
+    """A listing's `?limit=`, 1 to MAX_LIST_LIMIT, or MalformedRequest."""
+    text = request.args.get("limit", str(default))
+    # str.isdigit() also takes "²" and other digits int() refuses, and int() refuses over 4300 digits.
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIST_LIMIT:
+        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
+                               [{"row": None, "column": "limit", "message": f"{text[:20]!r} is not allowed."}])
+    return int(text)
+
+
+def validation_document(inspection: Inspection) -> dict[str, Any]:
+    """The answer of a validation: every data row counted, the problems, and the rows as they would be created."""
+    document = {
+        "valid": inspection.valid,
+        "total_hospitals": inspection.total,
+        "errors": [p.as_dict() for p in inspection.problems],
+        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
+                      for r in inspection.rows],
+    }
+    if not inspection.valid and len(json.dumps(document)) > MAX_REFUSAL_BYTES:
+        document["hospitals"] = []
+    return document
+
+
+def csv_file(lines: Iterator[str], filename: str) -> Response:
+    """A text/csv download of `lines`, streamed."""
+    return Response(lines, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -87,13 +87,15 @@ def _message(response: requests.Response) -> str:
 
 class Attempts:
     """The pacing of one call's tries: back-off with full jitter, at most `max_attempts` ordinary
-    failures, and an unreachable directory waited out for the outage grace; raises GaveUp."""
+    failures, 429s waited out until the deadline, and an unreachable directory waited out for the
+    outage grace; raises GaveUp."""
 
     def __init__(self, client: DirectoryClient, what: str, deadline: float | None) -> None:
         self._client, self.what, self.deadline = client, what, deadline
         self.failures = 0
         self._outage_since: float | None = None
         self._outage_tries = 0
+        self._rate_limited = 0
 
     def wait_after(self, failure: NotSent | MaybeLanded, *, hold: bool | None = None) -> None:
         """Pause before the next try after `failure`; GaveUp when no try is left.
@@ -105,6 +107,11 @@ class Attempts:
         client = self._client
         if getattr(failure, "unreachable", False) and client.outage_grace > 0:
             tries, cap = self._outage(failure), OUTAGE_RETRY_SECONDS
+        elif getattr(failure, "rate_limited", False):
+            # A 429 was not processed: it spends no attempt, and only the deadline ends the wait.
+            self._outage_since = None
+            self._rate_limited += 1
+            tries, cap = self._rate_limited, client.backoff_cap
         else:
             self._outage_since = None
             self.failures += 1

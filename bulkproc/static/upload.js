@@ -740,6 +740,19 @@ async function rollBack() {
   setBusy(false);
 }
 
+// A link cannot send the API token: with one, a download is fetched with it and saved from memory.
+async function download(link) {
+  const response = await fetch(link.href, { headers: authHeaders() });
+  if (!response.ok) {
+    throw errorFrom(response.status, await readJson(response));
+  }
+  const saved = document.createElement("a");
+  saved.href = URL.createObjectURL(await response.blob());
+  saved.download = (response.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/)?.[1] || "results.csv";
+  saved.click();
+  setTimeout(() => URL.revokeObjectURL(saved.href), 1000);
+}
+
 function keepToken() {
   const input = $("token");
   if (!input) return;
@@ -769,3 +782,14 @@ $("rollback").addEventListener("click", () => run(rollBack));
 $("import-cancel").addEventListener("click", () => run(cancelImport));
 $("import-resume").addEventListener("click", () => run(resumeImport));
 $("import-rollback").addEventListener("click", () => run(rollBackImport));
+for (const id of ["download-results", "download-failed", "import-download-results", "import-download-failed"]) {
+  $(id).addEventListener("click", (event) => {
+    if (!authHeaders().Authorization) return;  // no token: the link downloads by itself
+    event.preventDefault();
+    const link = event.currentTarget;
+    run(async () => {
+      await download(link);
+      setBusy(false);
+    });
+  });
+}

@@ -55,10 +55,11 @@ def test_a_late_duplicate_is_deleted_before_activation_and_counted(make_app, ser
 
 def test_rows_whose_attempts_never_reached_the_directory_are_resumed_without_waiting(make_app, serve_app,
                                                                                    upstream, caplog):
-    service = serve_app(make_app(MAX_ATTEMPTS=2, READ_TIMEOUT=5.0))  # a resume would wait 15 s
-    upstream.sim.add_fault("create", "rate_limit", times=2)  # 429 twice: never processed
+    service = serve_app(make_app(MAX_ATTEMPTS=2, READ_TIMEOUT=5.0, OUTAGE_GRACE=0))  # a resume would wait 15 s
+    upstream.refuse_connections(60, after_requests=1)  # the wake-up call is answered, then no connection
     failed = service.upload(hospitals_csv(1)).json()
-    assert failed["status"] == "failed" and "429" in failed["hospitals"][0]["error"]
+    assert failed["status"] == "failed" and "could not connect" in failed["hospitals"][0]["error"]
+    upstream.accept()
 
     with caplog.at_level("INFO", logger="bulkproc"):
         document = service.post(f"/hospitals/bulk/{failed['batch_id']}/resume").json()
@@ -66,6 +67,17 @@ def test_rows_whose_attempts_never_reached_the_directory_are_resumed_without_wai
     assert document["status"] == "completed"
     assert "may still be in flight" not in caplog.text
     assert names(upstream.sim, failed["batch_id"]) == ["Hospital 1"]
+
+
+def test_429s_never_fail_a_row_however_many_come(make_app, serve_app, upstream):
+    service = serve_app(make_app(MAX_ATTEMPTS=2))
+    upstream.sim.add_fault("create", "rate_limit", times=4)  # twice the attempts: each one never processed
+
+    document = service.upload(hospitals_csv(1)).json()
+
+    assert document["status"] == "completed", document
+    assert upstream.sim.stats["rate_limited"] == 4
+    assert names(upstream.sim, document["batch_id"]) == ["Hospital 1"]
 
 
 def test_an_outage_is_waited_out_and_the_batch_says_so_meanwhile(make_app, serve_app):

@@ -11,8 +11,9 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_SECONDS = 30
 
 
-def start_chromium():
-    """A headless Chromium under chromedriver (skip the test when either is missing); quit() it after."""
+def start_chromium(*, window: str = "1000,900", performance_log: bool = False):
+    """A headless Chromium under chromedriver (skip the test when either is missing), with the
+    browser's network log kept when `performance_log`; quit() it after."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver")
     from selenium import webdriver
@@ -22,8 +23,10 @@ def start_chromium():
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1000,900"):
+                "--no-first-run", f"--window-size={window}"):
         options.add_argument(arg)
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
 
 

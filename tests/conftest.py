@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 from bulkproc import create_app
 from bulkproc.simulator import ServedSimulator, create_simulator, serve
 from tests.browser import start_chromium
+from tests.gunicorn_service import GunicornService, service_env
 from tests.support import ServedApp
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -109,3 +110,20 @@ def live_server(make_app, serve_app):
     store leaves SQLite connections for the garbage collector (a ResourceWarning on 3.13).
     """
     return lambda **config: serve_app(make_app(**config)).url + "/"
+
+
+@pytest.fixture
+def start_service(tmp_path: Path, upstream: ServedSimulator) -> Iterator[Callable[..., GunicornService]]:
+    """Start gunicorn services on one SQLite file (a restart reuses it); stopped after the test."""
+    services: list[GunicornService] = []
+
+    def start(**extra_env: str) -> GunicornService:
+        env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3", **extra_env)
+        services.append(GunicornService(env, tmp_path / f"gunicorn-{len(services)}.log"))
+        return services[-1].start()
+
+    yield start
+    for service in services:
+        service.stop()
+    for service in services:  # shown by pytest when the test failed
+        print(f"--- {service.log_path.name} ---\n{service.log_tail()}")

@@ -2,16 +2,14 @@
 
 import pytest
 
-try:  # tests/support.py comes with the restructure on branch core
-    from tests.support import hospitals_csv
-except ImportError:
-    from tests.conftest import hospitals_csv
+from tests.support import hospitals_csv
 
 
 @pytest.mark.parametrize("limit", ["²", "١٢", "1" * 5000, "-1", "1.5", " 5", ""],
                          ids=["superscript", "arabic-indic", "5000-digits", "negative", "decimal", "space", "empty"])
-def test_a_limit_that_is_not_a_plain_number_is_a_400_naming_it(service, limit):
-    response = service.get("/hospitals/bulk", params={"limit": limit})
+@pytest.mark.parametrize("listing", ["/hospitals/bulk", "/hospitals/imports"])
+def test_a_limit_that_is_not_a_plain_number_is_a_400_naming_it(service, listing, limit):
+    response = service.get(listing, params={"limit": limit})
     assert response.status_code == 400, response.text
     assert response.json()["details"][0]["column"] == "limit"
 

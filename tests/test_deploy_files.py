@@ -10,7 +10,7 @@ import yaml
 from bulkproc.config import VARIABLES
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE_ONLY = {"SIMULATOR_PORT", "PUBLISH_PORT", "POSTGRES_PASSWORD"}
+COMPOSE_ONLY = {"SIMULATOR_PORT", "SIMULATOR_DELAY", "PUBLISH_PORT", "POSTGRES_PASSWORD"}
 # Beyond the contract's table (config.py): tuning that rarely needs touching, left out of .env.example.
 TUNING = {"BULKPROC_BATCH_DEADLINE", "BULKPROC_WAKE_TIMEOUT", "BULKPROC_BACKOFF_SECONDS", "BULKPROC_RATE_LIMIT_PAUSE"}
 

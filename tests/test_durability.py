@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from bulkproc.simulator import ServedSimulator, create_simulator, serve
-from tests.support import hospitals_csv
-from tests.gunicorn_service import GunicornService, service_env
-from tests.support import wait_until
+from tests.gunicorn_service import GunicornService
+from tests.support import hospitals_csv, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,23 +29,6 @@ def upstream() -> Iterator[ServedSimulator]:
     served = serve(create_simulator(delay=0.05, create_limit=0))
     yield served
     served.stop()
-
-
-@pytest.fixture
-def start_service(tmp_path: Path, upstream: ServedSimulator) -> Iterator[Callable[..., GunicornService]]:
-    """Start gunicorn services on one SQLite file (a restart reuses it); stopped after the test."""
-    services: list[GunicornService] = []
-
-    def start(**extra_env: str) -> GunicornService:
-        env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3", **extra_env)
-        services.append(GunicornService(env, tmp_path / f"gunicorn-{len(services)}.log"))
-        return services[-1].start()
-
-    yield start
-    for service in services:
-        service.stop()
-    for service in services:  # shown by pytest when the test failed
-        print(f"--- {service.log_path.name} ---\n{service.log_tail()}")
 
 
 @pytest.fixture

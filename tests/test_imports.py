@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.gunicorn_service import GunicornService, service_env
 from tests.postgres import postgres_url, store_url  # noqa: F401
+from tests.browser import choose_file, overflow, table, wait_for_text
 from tests.support import hospitals_csv, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
@@ -333,31 +332,14 @@ def test_with_a_token_every_import_request_needs_it(make_app, serve_app):
 # -- durability: a killed service, two workers ------------------------------------------------
 
 
-@pytest.fixture
-def start_gunicorn(tmp_path: Path, upstream):
-    """Start gunicorn services (2 workers) on one SQLite file, so a restart finds what the dead one left."""
-    services: list[GunicornService] = []
-
-    def start(**extra_env: str) -> GunicornService:
-        env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3", **extra_env)
-        services.append(GunicornService(env, tmp_path / f"gunicorn-{len(services)}.log"))
-        return services[-1].start()
-
-    yield start
-    for service in services:
-        service.stop()
-    for service in services:  # shown by pytest when the test failed
-        print(f"--- {service.log_path.name} ---\n{service.log_tail()}")
-
-
 @pytest.mark.slow
 def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_each_row_once(
-        start_gunicorn, upstream):
+        start_service, upstream):
     sim = upstream.sim
     sim.delay = 0.3
     # 10 creations a second: the kill finds batches done, rows in flight and batches not started.
     paced = {"BULKPROC_CREATE_RATE": "10/1", "BULKPROC_CONCURRENCY": "10"}
-    service = start_gunicorn(**paced)
+    service = start_service(**paced)
     response = service.post("/hospitals/imports", files={"file": ("big.csv", hospitals_csv(60).encode(), "text/csv")})
     assert response.status_code == 202, response.text
     import_id = response.json()["import_id"]
@@ -369,7 +351,7 @@ def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_
                what="the directory to finish the creations in flight")
     assert 15 <= sim.stats["created"] < 60
 
-    restarted = start_gunicorn(**paced)
+    restarted = start_service(**paced)
     interrupted = wait_for(restarted, import_id, {"interrupted"}, timeout=10)
     assert interrupted["processed_hospitals"] < 60
     assert interrupted["estimated_seconds_remaining"] is None and interrupted["processing_time_seconds"] > 0
@@ -389,9 +371,6 @@ def test_a_killed_import_reads_interrupted_on_every_worker_and_resumes_creating_
 
 
 # -- the upload page (headless Chromium) ---------------------------------------------------
-
-from tests.browser import choose_file, overflow, table, wait_for_text  # noqa: E402
-
 
 @pytest.fixture
 def page_service(make_app, serve_app):

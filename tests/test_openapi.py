@@ -9,7 +9,6 @@ app has no route for them.
 """
 
 import json
-import os
 import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -20,10 +19,8 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from bulkproc import openapi
 from bulkproc.states import BatchStatus, RowStatus
-try:  # tests/support.py comes with the restructure on branch core
-    from tests.support import hospitals_csv
-except ImportError:
-    from tests.conftest import hospitals_csv
+from tests.browser import start_chromium
+from tests.support import hospitals_csv
 from tests.openapi_conformance import DOCUMENT, assert_conforms
 
 BAD_CSV = "name,address,phone\nGeneral Hospital,,555-0100\n"
@@ -417,24 +414,11 @@ def test_unknown_imports_are_documented_404s(service):
 
 # -- /docs in a browser ----------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.fixture
 def browser():
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver = start_chromium(window="1200,900", performance_log=True)  # the log shows where requests went
     yield driver
     driver.quit()
 

@@ -261,6 +261,18 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _earlier_upload(clash: IntegrityError, find: Callable[[str], Batch | Import | None], key: str | None,
+                    file_sha256: str | None) -> str:
+    """After an insert's `clash`: the id of the earlier upload under the idempotency `key`;
+    IdempotencyMismatch when its file differs, and the clash itself when no key explains it."""
+    earlier = find(key) if key is not None else None
+    if earlier is None:
+        raise clash
+    if earlier.file_sha256 != file_sha256:
+        raise IdempotencyMismatch(key) from None
+    return earlier.id
+
+
 class Store:
     """Batches and rows in a SQL database; every write bumps the batch's version and wakes watchers.
 
@@ -342,15 +354,8 @@ class Store:
                 conn.execute(insert(batch_rows), [
                     {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
                      "phone": r.phone, "status": RowStatus.PENDING} for r in rows])
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            earlier = self.find_by_idempotency_key(idempotency_key)
-            if earlier is None:
-                raise
-            if earlier.file_sha256 != file_sha256:
-                raise IdempotencyMismatch(idempotency_key) from None
-            return earlier.id, False
+        except IntegrityError as clash:
+            return _earlier_upload(clash, self.find_by_idempotency_key, idempotency_key, file_sha256), False
         self._notify()
         return batch_id, True
 
@@ -635,13 +640,8 @@ class Store:
                     {"import_id": import_id, "position": position, "batch_id": batch_id,
                      "first_row": rows[0].row, "last_row": rows[-1].row}
                     for position, (batch_id, rows) in enumerate(parts)])
-        except IntegrityError:
-            earlier = self._import_by_key(idempotency_key) if idempotency_key else None
-            if earlier is None:
-                raise
-            if earlier.file_sha256 != file_sha256:
-                raise IdempotencyMismatch(idempotency_key) from None
-            return earlier.id, False
+        except IntegrityError as clash:
+            return _earlier_upload(clash, self._import_by_key, idempotency_key, file_sha256), False
         self._notify()
         return import_id, True
 

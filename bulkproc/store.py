@@ -708,6 +708,12 @@ class Store:
             running = [str(s) for s in RUNNING]
             takeable = (batches.c.status.in_([str(s) for s in RESUMABLE])
                         | (batches.c.status.in_(running) & (batches.c.lease_expires < now)))
+            # A runner whose lease lapsed died with its process, and so did the batches that process
+            # was running, though their own leases may lapse a moment later: they come with the import.
+            dead = conn.execute(select(imports.c.lease_owner).where(
+                imports.c.id == import_id, imports.c.status.in_(running), imports.c.lease_expires < now)).scalar()
+            if dead is not None:
+                takeable = takeable | (batches.c.status.in_(running) & (batches.c.lease_owner == dead))
             if not self._claim_import(conn, import_id, owner, until, BatchStatus.QUEUED):
                 return False
             mine = batches.c.id.in_(self._members(import_id))

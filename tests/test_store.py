@@ -486,3 +486,20 @@ def test_wait_for_change_notices_another_workers_update(make_store):
 
     thread.join(JOIN_SECONDS)
     assert not thread.is_alive() and seen == [1]
+
+
+def test_taking_over_a_dead_import_takes_the_batches_its_process_was_running(store, clock):
+    # The runner's lease and its running batch's lease lapse a moment apart: when the import reads
+    # interrupted, the batch its dead process was running must come with it, or it is never resumed.
+    rows = hospital_rows(4)
+    import_id, batch_ids = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+    store.insert_import(import_id, [(batch_ids[0], rows[:2]), (batch_ids[1], rows[2:])],
+                        owner="dead-worker", lease_until=clock() + 10)
+    store.start_run(batch_ids[0], clock())
+    assert store.renew_lease(batch_ids[0], "dead-worker", clock() + 11)  # renewed just after the import's
+
+    clock.advance(10.5)  # the import's lease has lapsed, the batch's not yet
+    assert store.take_import(import_id, "new-worker", clock() + 10)
+
+    taken = [store.get_batch(b) for b in batch_ids]
+    assert [(b.status, b.lease_owner) for b in taken] == [(BatchStatus.QUEUED, "new-worker")] * 2

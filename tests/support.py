@@ -46,7 +46,7 @@ def wait_until(condition: Callable[[], T], *, timeout: float, what: str, interva
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)  # the pause between looks of a loop bounded by `deadline`
+        time.sleep(interval)  # sleep-ok: the pause between looks of a loop bounded by `deadline`
 
 
 def metric(exposition: str, sample: str, **labels: str) -> float:

@@ -141,6 +141,12 @@ class Service:
         self.cleanup()
 
 
+def least_time(creations: int, limit: int, window: float, delay: float, activation: float) -> float:
+    """The first `limit` creations start at once, each later group a window after the one before;
+    the last group takes one creation and one activation."""
+    return window * math.ceil(creations / limit - 1) + delay + activation
+
+
 def children_of(pid: int) -> list[int]:
     """Pids whose parent is `pid` (read from /proc/*/stat)."""
     found = []

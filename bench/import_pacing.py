@@ -27,7 +27,8 @@ import time
 
 import requests
 
-from _harness import Service, header, hospitals_csv, line, peak_rss_mb, upload, verdict, wait_until_final
+from _harness import (Service, header, hospitals_csv, least_time, line, peak_rss_mb, upload, verdict,
+                      wait_until_final)
 
 from bulkproc.rate_limit import EDGE_SECONDS, WINDOW_MARGIN
 from bulkproc.simulator import create_simulator, serve
@@ -69,12 +70,6 @@ def wait_import(http: requests.Session, url: str, deadline: float, poll: float =
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} still {document['status']!r} at the deadline")
         time.sleep(poll)
-
-
-def least_time(creations: int, limit: int, window: float, delay: float, activation: float) -> float:
-    """The first `limit` creations start at once, each later group a window after the one before;
-    the last group takes one creation and one activation."""
-    return window * math.ceil(creations / limit - 1) + delay + activation
 
 
 def activation_round_trip(base_url: str) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -18,7 +17,6 @@ from .web import csv_file, idempotency_key, list_limit, uploaded_csv, validation
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
 bp.before_request(require_token)
 
-log = logging.getLogger(__name__)
 
 def _jobs() -> Jobs:
     return current_app.extensions["bulkproc"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from .csv_input import HospitalRow
 from .documents import IMPORT_FINAL, import_document, import_summary, reported_import_status, settled_status
 from .exceptions import BatchConflict, ImportNotFound
-from .jobs import Jobs
+from .jobs import Jobs, follow, is_uuid
 from .logs import in_batch_context
 from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
 from .states import FINAL, RUNNING, BatchStatus, RowStatus
@@ -69,7 +68,7 @@ class Imports:
 
     def load(self, import_id: str) -> Import:
         """The import, or ImportNotFound."""
-        imp = self.store.load_import(import_id) if _is_uuid(import_id) else None
+        imp = self.store.load_import(import_id) if is_uuid(import_id) else None
         if imp is None:
             raise ImportNotFound(import_id)
         return imp
@@ -112,16 +111,9 @@ class Imports:
     def watch(self, import_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
         """The import's document now and after each change of it or its batches, or None when
         `quiet_after` seconds pass without one; ends after the first final document."""
-        while True:
-            version = self.store.import_version(import_id)
-            document = self.document(import_id)
-            yield document
-            if document["status"] in IMPORT_FINAL:
-                return
-            started = time.monotonic()
-            self.store.wait_for_import_change(import_id, version, quiet_after)
-            if time.monotonic() - started >= quiet_after:
-                yield None
+        return follow(lambda: self.store.import_version(import_id), lambda: self.document(import_id),
+                      lambda seen, timeout: self.store.wait_for_import_change(import_id, seen, timeout),
+                      IMPORT_FINAL, quiet_after)
 
     # -- starting, cancelling, resuming, rolling back ------------------------------------
 
@@ -255,10 +247,3 @@ class Imports:
         finally:
             done.set()
             keeper.join()
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text.lower()
-    except ValueError:
-        return False

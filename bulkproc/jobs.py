@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -81,7 +81,7 @@ class Jobs:
     def load(self, batch_id: str) -> Batch:
         """The batch; raises BatchNotFound, or StoreUnavailable naming the batch."""
         try:
-            batch = self.store.get_batch(batch_id) if _is_uuid(batch_id) else None
+            batch = self.store.get_batch(batch_id) if is_uuid(batch_id) else None
         except StoreUnavailable as exc:
             raise exc.about(batch_id) from exc
         if batch is None:
@@ -97,23 +97,12 @@ class Jobs:
         """Summaries of the newest `limit` batches, newest first."""
         return [summary_document(b, b.read_at) for b in self.store.recent(limit)]
 
-    def is_final(self, document: dict[str, Any]) -> bool:
-        """Whether nothing more will happen to the batch of this document."""
-        return document["status"] in FINAL
-
     def watch(self, batch_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
         """The batch's document now and after each change, whichever process makes it, or None
         when `quiet_after` seconds pass without one; ends after the first final document."""
-        version = -1
-        while True:
-            document = self.document(batch_id)
-            yield document
-            if self.is_final(document):
-                return
-            started = time.monotonic()
-            version = self.store.wait_for_change(batch_id, version, quiet_after)
-            if time.monotonic() - started >= quiet_after:
-                yield None
+        return follow(lambda: self.store.version(batch_id), lambda: self.document(batch_id),
+                      lambda seen, timeout: self.store.wait_for_change(batch_id, seen, timeout),
+                      FINAL, quiet_after)
 
     def wait_until_final(self, batch_id: str) -> None:
         """Block until the batch reaches a final state, whichever process is running it."""
@@ -178,10 +167,7 @@ class Jobs:
 
     def _end_run(self, batch_id: str, error: str | None, *, fail_unfinished: bool = False) -> None:
         if fail_unfinished:
-            left = unfinished(self.store.get_batch(batch_id).rows)
-            if left:
-                self.store.mark_rows_failed(batch_id, left, error)
-                metrics.rows_failed.inc(len(left))
+            self._fail_unfinished(batch_id, error)
         outcome = _outcome(self.store.get_batch(batch_id))
         self.store.finish_run(batch_id, outcome, error, self._clock())
         metrics.batches_finished.labels(outcome).inc()
@@ -224,11 +210,15 @@ class Jobs:
         except Exception:
             log.exception("processing stopped by an unexpected error")
             error = "Processing stopped by an unexpected error; the batch can be resumed."
+        self._fail_unfinished(batch_id, error)
+        return error
+
+    def _fail_unfinished(self, batch_id: str, error: str | None) -> None:
+        """Mark the rows neither created nor failed yet `failed` with `error`."""
         left = unfinished(self.store.get_batch(batch_id).rows)
         if left:
             self.store.mark_rows_failed(batch_id, left, error)
             metrics.rows_failed.inc(len(left))
-        return error
 
     def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
         """The rows still to create; on resume, first learn from the upstream which rows exist."""
@@ -329,8 +319,26 @@ def _outcome(batch: Batch) -> str:
     return BatchStatus.FAILED
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
+    """Whether `text` is a UUID in its canonical form (any case): the only ids we hand out."""
     try:
         return str(uuid.UUID(text)) == text.lower()
     except ValueError:
         return False
+
+
+def follow(version: Callable[[], int | None], document: Callable[[], dict[str, Any]],
+           wait_for_change: Callable[[int | None, float], object], final: Collection[str],
+           quiet_after: float) -> Iterator[dict[str, Any] | None]:
+    """A document now and after each change of its `version`, whichever process makes it, or None
+    when `quiet_after` seconds pass without one; ends after the first document whose status is final."""
+    while True:
+        seen = version()  # read before the document, so that no change falls between the two
+        current = document()
+        yield current
+        if current["status"] in final:
+            return
+        started = time.monotonic()
+        wait_for_change(seen, quiet_after)
+        if time.monotonic() - started >= quiet_after:
+            yield None

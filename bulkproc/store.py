@@ -535,12 +535,17 @@ class Store:
 
     # -- watching ------------------------------------------------------------------------
 
-    def wait_for_change(self, batch_id: str, seen_version: int, timeout: float, poll: float = 0.5) -> int | None:
+    def wait_for_change(self, batch_id: str, seen_version: int | None, timeout: float,
+                        poll: float = 0.5) -> int | None:
         """Wait up to `timeout` seconds for the batch's version to pass `seen_version`; return the
         version then (None for an unknown batch). Holds no database connection while waiting."""
+        return self._wait_until_moved(lambda: self.version(batch_id), seen_version, timeout, poll)
+
+    def _wait_until_moved(self, version_of: Callable[[], int | None], seen_version: int | None, timeout: float,
+                          poll: float) -> int | None:
         deadline = time.monotonic() + timeout
         while True:
-            current = self.version(batch_id)
+            current = version_of()
             remaining = deadline - time.monotonic()
             if current is None or current != seen_version or remaining <= 0:
                 return current
@@ -807,17 +812,10 @@ class Store:
         conn.execute(update(imports).where(imports.c.id == import_id).values(
             version=imports.c.version + 1, updated_at=self._now(conn), **values))
 
-    def wait_for_import_change(self, import_id: str, seen_version: int, timeout: float,
+    def wait_for_import_change(self, import_id: str, seen_version: int | None, timeout: float,
                                poll: float = 0.5) -> int | None:
         """Like wait_for_change, for an import and all its batches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            current = self.import_version(import_id)
-            remaining = deadline - time.monotonic()
-            if current is None or current != seen_version or remaining <= 0:
-                return current
-            with self._changed:
-                self._changed.wait(min(poll, remaining))
+        return self._wait_until_moved(lambda: self.import_version(import_id), seen_version, timeout, poll)
 
     # -- what the limiter has given out (for estimates) ------------------------------------
 

@@ -7,17 +7,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .states import EXISTING, RUNNING, BatchStatus, RowStatus
+from .states import EXISTING, FINAL, RUNNING, BatchStatus, RowStatus
 from .store import Batch, Import, ImportPart, Row
 
 
-def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict[str, Any]:
+def batch_document(batch: Batch, now: float) -> dict[str, Any]:
     """The contract's status document for a batch as it stands at `now` (wall-clock seconds)."""
     status = reported_status(batch, now)
     elapsed = batch.elapsed
     if batch.run_started_at is not None and status in RUNNING:
         elapsed += max(0.0, now - batch.run_started_at)
-    document: dict[str, Any] = {
+    return {
         "batch_id": batch.id,
         "status": status,
         "total_hospitals": batch.total,
@@ -27,11 +27,9 @@ def batch_document(batch: Batch, now: float, *, timestamps: bool = True) -> dict
         "batch_activated": batch.activated,
         "error": batch.error,
         "hospitals": [row_document(r) for r in batch.rows],
+        "created_at": _iso(batch.created_at),
+        "updated_at": _iso(batch.updated_at),
     }
-    if timestamps:
-        document["created_at"] = _iso(batch.created_at)
-        document["updated_at"] = _iso(batch.updated_at)
-    return document
 
 
 def summary_document(batch: Batch, now: float) -> dict[str, Any]:
@@ -58,8 +56,6 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
 
 
-IMPORT_FINAL = frozenset({BatchStatus.COMPLETED, BatchStatus.PARTIALLY_FAILED, BatchStatus.FAILED,
-                          BatchStatus.CANCELLED, BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK})
 IMPORT_BATCH_FIELDS = ("batch_id", "first_row", "last_row", "status", "total_hospitals", "processed_hospitals",
                        "failed_hospitals", "batch_activated", "created_at", "updated_at")
 
@@ -109,7 +105,7 @@ def import_document(imp: Import, now: float, estimate: Callable[[Counter[str]], 
         "processed_hospitals": sum(counts[s] for s in EXISTING),
         "failed_hospitals": counts[RowStatus.FAILED],
         "processing_time_seconds": round(elapsed, 3),
-        "estimated_seconds_remaining": None if status in IMPORT_FINAL else estimate(counts),
+        "estimated_seconds_remaining": None if status in FINAL else estimate(counts),
         "batches": [part_document(p, now) for p in imp.parts],
         "created_at": _iso(imp.created_at),
         "updated_at": _iso(max([imp.updated_at] + [p.batch.updated_at for p in imp.parts])),

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .csv_input import HospitalRow
-from .documents import IMPORT_FINAL, import_document, import_summary, reported_import_status, settled_status
+from .documents import import_document, import_summary, reported_import_status, settled_status
 from .exceptions import BatchConflict, ImportNotFound
 from .jobs import Jobs, follow, is_uuid
 from .logs import in_batch_context
@@ -113,7 +113,7 @@ class Imports:
         `quiet_after` seconds pass without one; ends after the first final document."""
         return follow(lambda: self.store.import_version(import_id), lambda: self.document(import_id),
                       lambda seen, timeout: self.store.wait_for_import_change(import_id, seen, timeout),
-                      IMPORT_FINAL, quiet_after)
+                      FINAL, quiet_after)
 
     # -- starting, cancelling, resuming, rolling back ------------------------------------
 

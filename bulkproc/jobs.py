@@ -88,10 +88,10 @@ class Jobs:
             raise BatchNotFound(batch_id)
         return batch
 
-    def document(self, batch_id: str, *, timestamps: bool = True) -> dict[str, Any]:
+    def document(self, batch_id: str) -> dict[str, Any]:
         """The batch's status document now; raises BatchNotFound."""
         batch = self.load(batch_id)
-        return batch_document(batch, batch.read_at, timestamps=timestamps)
+        return batch_document(batch, batch.read_at)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` batches, newest first."""

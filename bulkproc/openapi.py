@@ -15,10 +15,8 @@ from .web import MAX_LIST_LIMIT
 
 OPENAPI_VERSION = "3.1.0"
 
-# `cancelled` is a batch and row status of the contract used only by imports; states.py may not
-# hold it yet, so the contract's lists complete the enums (dict.fromkeys keeps order, drops twins).
-BATCH_STATUSES = list(dict.fromkeys([*map(str, BatchStatus), "cancelled"]))
-ROW_STATUSES = list(dict.fromkeys([*map(str, RowStatus), "cancelled"]))
+BATCH_STATUSES = [str(s) for s in BatchStatus]
+ROW_STATUSES = [str(s) for s in RowStatus]
 IMPORT_STATUSES = ["queued", "processing", "completed", "partially_failed", "failed", "cancelled",
                    "interrupted", "rolled_back"]
 

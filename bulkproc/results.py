@@ -11,9 +11,9 @@ from .store import Row
 
 RESULTS_HEADER = ("row", "name", "address", "phone", "status", "hospital_id", "batch_id", "error")
 FAILED_HEADER = ("name", "address", "phone", "error")
-# Rows that do not exist upstream and could be uploaded again; "cancelled" is the status of an
-# import's rows that a cancel stopped before they started.
-NOT_CREATED = frozenset({RowStatus.FAILED, RowStatus.PENDING, "cancelled"})
+# Rows that do not exist upstream and could be uploaded again (an import's cancel leaves the rows
+# it stopped before they started `cancelled`).
+NOT_CREATED = frozenset({RowStatus.FAILED, RowStatus.PENDING, RowStatus.CANCELLED})
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

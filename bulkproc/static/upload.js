@@ -646,13 +646,7 @@ async function cancelImport() {
 }
 
 async function resumeImport() {
-  const result = await send("POST", importUrl(currentImport.import_id, "/resume"));
-  showImport(result.data);
-  if (result.status === 202) {
-    follow(currentImport.import_id, IMPORT);
-  } else {
-    setBusy(false);
-  }
+  await resumeAndFollow(currentImport.import_id, IMPORT, "/resume");
 }
 
 async function rollBackImport() {
@@ -712,10 +706,15 @@ async function create() {
 async function resume() {
   closeEditor();
   showNotice("");
-  const result = await send("POST", batchUrl(currentDoc.batch_id, "/resume?async=1"));
-  showBatch(result.data);
+  await resumeAndFollow(currentDoc.batch_id, BATCH, "/resume?async=1");
+}
+
+// A resume answers 202 while it runs (follow it), or 200 when there was nothing left to do.
+async function resumeAndFollow(id, kind, path) {
+  const result = await send("POST", kind.url(id) + path);
+  kind.show(result.data);
   if (result.status === 202) {
-    follow(currentDoc.batch_id);
+    follow(id, kind);
   } else {
     setBusy(false);
   }

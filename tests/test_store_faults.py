@@ -112,7 +112,10 @@ def test_a_store_failure_mid_batch_is_a_503_naming_the_batch_then_it_closes_and_
     assert {r["status"] for r in closed["hospitals"]} == {RowStatus.FAILED}
     assert "resume" in closed["hospitals"][0]["error"]
 
-    resumed = service.post(f"/hospitals/bulk/{batch_id}/resume")
+    # A pooled connection opened while the file was read-only is found out by its first write: that
+    # request answers 503 with Retry-After once and the pool is emptied; retrying as told works.
+    resumed = wait_until(lambda: (r := service.post(f"/hospitals/bulk/{batch_id}/resume")).status_code != 503 and r,
+                         timeout=10, what="the resume to be accepted once the store answers")
     assert resumed.status_code == 200, resumed.text
     assert resumed.json()["status"] == "completed"
     assert len(upstream.sim.hospitals(batch_id)) == 20  # each hospital once: none posted again

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import requests
-
 from _harness import Service, header, hospitals_csv, line, upload, verdict
 
 from bulkproc.simulator import create_simulator, serve

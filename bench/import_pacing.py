@@ -26,12 +26,10 @@ import threading
 import time
 
 import requests
+from _harness import Service, header, hospitals_csv, least_time, line, peak_rss_mb, upload, verdict, wait_until_final
 
-from _harness import (Service, header, hospitals_csv, least_time, line, peak_rss_mb, upload, verdict,
-                      wait_until_final)
-
-from bulkproc.rate_limit import EDGE_SECONDS, WINDOW_MARGIN
 from bulkproc.simulator import create_simulator, serve
+from bulkproc.work.rate_limit import EDGE_SECONDS, WINDOW_MARGIN
 
 LIMIT = 30
 WINDOW = 6.0

@@ -15,11 +15,10 @@ from __future__ import annotations
 import time
 
 import requests
-
 from _harness import Service, header, hospitals_csv, line, upload, verdict
 
-from bulkproc.rows import SETTLE_FACTOR
 from bulkproc.simulator import create_simulator, serve
+from bulkproc.work.rows import SETTLE_FACTOR
 
 DELAY = 3.0
 READ_TIMEOUT = 2.0

@@ -25,9 +25,16 @@ import uuid
 from pathlib import Path
 
 import requests
-
 from _harness import (
-    Service, header, hospitals_csv, line, median, percentile, upload, verdict, wait_until_final,
+    Service,
+    header,
+    hospitals_csv,
+    line,
+    median,
+    percentile,
+    upload,
+    verdict,
+    wait_until_final,
 )
 
 from bulkproc import create_app

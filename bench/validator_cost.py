@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bulkproc.csv_input import inspect  # noqa: E402
+from bulkproc.files.rules import inspect  # noqa: E402
 
 SMALLEST = 8 * 1024
 LARGEST = 1024 * 1024

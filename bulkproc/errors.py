@@ -1,96 +1,121 @@
-"""The one table from domain exceptions to HTTP statuses, and the handlers that render every failure as JSON."""
+"""Domain exceptions: what went wrong, in words a user can act on; no HTTP, no Flask.
+
+`errors.py` holds the one table from these to HTTP statuses.
+"""
 
 from __future__ import annotations
 
-import logging
 
-from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+class DomainError(Exception):
+    """A failure a client should hear about: one sentence and optional per-field details."""
 
-from .csv_input import CsvRejected
-from .exceptions import (
-    BatchConflict, BatchNotFound, DomainError, IdempotencyMismatch, ImportNotFound, MalformedRequest,
-    RowRefused, StoreRefusedValue, StoreUnavailable, TokenRequired, TooManyStreams, UpstreamUnavailable,
-)
-from .logs import in_batch_context
-
-log = logging.getLogger(__name__)
-
-STATUSES: dict[type[Exception], int] = {
-    MalformedRequest: 400,
-    TokenRequired: 401,
-    BatchNotFound: 404,
-    ImportNotFound: 404,
-    BatchConflict: 409,
-    CsvRejected: 422,
-    IdempotencyMismatch: 422,
-    RowRefused: 422,
-    StoreRefusedValue: 422,
-    UpstreamUnavailable: 502,
-    TooManyStreams: 503,
-    StoreUnavailable: 503,
-}
-
-# Headers that go with a status: how to authenticate (RFC 6750), when to come back.
-HEADERS: dict[int, dict[str, str]] = {
-    401: {"WWW-Authenticate": 'Bearer realm="bulkproc"'},
-    503: {"Retry-After": "5"},
-}
+    def __init__(self, message: str, details: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
 
 
-def error_body(message: str, details: list[dict] | None = None) -> dict:
-    """The contract's error document."""
-    return {"error": message, "details": details or []}
+class MalformedRequest(DomainError):
+    """The request itself is unusable (no file part, a bad header or query value)."""
 
 
-def _size(limit: int) -> str:
-    """A byte count as people read it: `1048576 bytes (1 MiB)`."""
-    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
-        if limit >= scale:
-            return f"{limit} bytes ({limit / scale:.3g} {unit})"
-    return f"{limit} bytes"
+class TokenRequired(DomainError):
+    """The API token is missing or wrong."""
 
 
-def _http_message(exc: HTTPException) -> str:
-    if isinstance(exc, RequestEntityTooLarge):
-        return f"The upload is too large: the limit is {_size(request.max_content_length or 0)}."
-    if exc.code == 404:
-        return "There is nothing at this address."
-    if exc.code == 405:
-        return "This address does not accept that method."
-    return exc.description or exc.name
+class BatchNotFound(DomainError):
+    """No batch has this id."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"No batch with id {batch_id!r}.")
 
 
-def _store_failure(exc: StoreUnavailable) -> StoreUnavailable:
-    """The failure naming its batch (from the address when the exception does not), logged with it."""
-    batch_id = exc.batch_id or (request.view_args or {}).get("batch_id")
-    if batch_id and not exc.batch_id:
-        exc = exc.about(batch_id)
-    in_batch_context(batch_id or "-", log.error)("answered 503: the job store is unavailable (%s)", exc.reason)
-    return exc
+class ImportNotFound(DomainError):
+    """No import has this id."""
+
+    def __init__(self, import_id: str) -> None:
+        super().__init__(f"No import with id {import_id!r}.")
 
 
-def register(app: Flask) -> None:
-    """Install handlers so that every error, expected or not, answers JSON without internals."""
+class RowRefused(DomainError):
+    """New values for a row are refused by the CSV rules, or the request for them is unusable."""
 
-    def domain_error(exc: DomainError | CsvRejected):
-        status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
-        if isinstance(exc, StoreUnavailable):
-            exc = _store_failure(exc)
-        return jsonify(error_body(exc.message, exc.details)), status, HEADERS.get(status, {})
 
-    for exception in STATUSES:
-        app.register_error_handler(exception, domain_error)
+class BatchConflict(DomainError):
+    """The batch is in a state that does not allow what was asked."""
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        response = jsonify(error_body(_http_message(exc)))
-        response.status_code = exc.code or 500
-        if exc.code == 405 and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
-        return response
 
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return jsonify(error_body("Something went wrong on our side; the error is logged.")), 500
+class IdempotencyMismatch(DomainError):
+    """The idempotency key was used before with a different file."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("This Idempotency-Key was already used with a different file; "
+                         "use a new key for a new upload.")
+        self.key = key
+
+
+class TooManyStreams(DomainError):
+    """This process already serves as many event streams as it may."""
+
+
+class StoreUnavailable(DomainError):
+    """The job store cannot be read or written right now (down, read-only, full); `batch_id` when one is concerned."""
+
+    def __init__(self, reason: str, batch_id: str | None = None) -> None:
+        about = f"; batch {batch_id} is kept and can be read, or resumed, once it answers" if batch_id else ""
+        super().__init__(f"The job store is unavailable right now{about}. Try again in a few seconds.")
+        self.reason = reason
+        self.batch_id = batch_id
+
+    def about(self, batch_id: str) -> StoreUnavailable:
+        """The same failure, naming the batch it concerns."""
+        return StoreUnavailable(self.reason, batch_id)
+
+
+class StoreRefusedValue(DomainError):
+    """The job store cannot keep a value of the request (PostgreSQL text cannot hold NUL)."""
+
+
+class UpstreamUnavailable(DomainError):
+    """A request could not proceed because the directory could not do its part."""
+
+
+# -- the upstream's failures, sorted by what they tell us about its state ---------------------
+
+
+class UpstreamError(Exception):
+    """The upstream could not do what was asked; `str()` is a sentence for the row's `error`."""
+
+
+class Refused(UpstreamError):
+    """The upstream answered a final 4xx: nothing was done, and asking again will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"The directory refused it ({status}): {message}")
+        self.status = status
+        self.message = message
+
+
+class GaveUp(UpstreamError):
+    """Every attempt failed in a retryable way, the outage lasted too long, or the deadline passed."""
+
+
+class NotSent(UpstreamError):
+    """The request never reached the upstream's handler (no connection, or a 429); sending again is safe."""
+
+    def __init__(self, reason: str, *, rate_limited: bool = False, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.rate_limited = rate_limited
+        self.unreachable = unreachable
+
+
+class MaybeLanded(UpstreamError):
+    """The request may have taken effect upstream (no answer, a broken connection, a 5xx)."""
+
+    def __init__(self, reason: str, *, unreachable: bool = False, answered: bool = False) -> None:
+        super().__init__(reason)
+        # 502/503/504 from the edge: the directory may be down, so wait out an outage.
+        self.unreachable = unreachable
+        # The application itself answered (a 500): its handler has finished, so whatever it did
+        # is visible at once; without an answer it may still be working.
+        self.answered = answered

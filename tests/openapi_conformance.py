@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from bulkproc import openapi
+from bulkproc.web import openapi
 
 DOCUMENT = openapi.document()
 

@@ -24,7 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulkproc import create_app
-from bulkproc.csv_input import parse
+from bulkproc.files.rules import parse
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.states import RUNNING, RowStatus
 from tests.support import LONG_RUN, examples, hospitals_csv, wait_until

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from bulkproc.csv_input import HospitalRow
-from bulkproc.documents import reported_status
+from bulkproc.files.rules import HospitalRow
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.states import BatchStatus
 from bulkproc.store import Store
+from bulkproc.work.documents import reported_status
 from tests.gunicorn_service import GunicornService, service_env
 from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv, wait_until
-
 
 LIMIT, WINDOW = 5, 1.0
 SKEW = 0.6  # each host this far from the true time, in opposite directions

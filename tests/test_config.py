@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bulkproc.config import ConfigError, from_env
-from bulkproc.exceptions import StoreUnavailable
+from bulkproc.errors import StoreUnavailable
 from bulkproc.store import Store, engine_for
 from tests.postgres import postgres_url  # noqa: F401
 

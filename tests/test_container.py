@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import hospitals_csv
 from tests.gunicorn_service import free_port, wait_until
+from tests.support import hospitals_csv
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "bulkproc:latest"

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from bulkproc.csv_input import HospitalRow
-from bulkproc.exceptions import StoreRefusedValue
+from bulkproc.errors import StoreRefusedValue
+from bulkproc.files.rules import HospitalRow
 from bulkproc.store import Store
 from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv

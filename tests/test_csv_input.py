@@ -1,4 +1,4 @@
-"""Tests for bulkproc.csv_input: the CSV rules of the contract, one case per behaviour."""
+"""Tests for bulkproc.files.rules: the CSV rules of the contract, one case per behaviour."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bulkproc.csv_input import CsvRejected, HospitalRow, Problem, inspect, parse, phone_problem
+from bulkproc.files.rules import CsvRejected, HospitalRow, Problem, inspect, parse, phone_problem
 
 RESOURCES = Path(__file__).parent / "resources"
 

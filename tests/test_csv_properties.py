@@ -1,4 +1,4 @@
-"""Generated tests for bulkproc.csv_input: any bytes give rows or a refusal, with problems that point at real places."""
+"""Generated tests for bulkproc.files.rules: any bytes give rows or a refusal, with problems that point at real places."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import unicodedata
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bulkproc.csv_input import MAX_LISTED_PROBLEMS, CsvRejected, HospitalRow, inspect, parse
+from bulkproc.files.rules import MAX_LISTED_PROBLEMS, CsvRejected, HospitalRow, inspect, parse
 from tests.support import examples
 
 # 200 derandomized examples each in `make test`; HYPOTHESIS_PROFILE=long (make fuzz) explores far more.

@@ -7,8 +7,8 @@ import requests
 import responses
 from responses.registries import OrderedRegistry
 
-from bulkproc.directory_client import DirectoryClient
-from bulkproc.exceptions import GaveUp, Refused
+from bulkproc.errors import GaveUp, Refused
+from bulkproc.upstream.client import DirectoryClient
 
 BASE = "http://directory.test"
 BATCH = "550e8400-e29b-41d4-a716-446655440000"

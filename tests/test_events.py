@@ -46,7 +46,7 @@ def test_a_finished_batch_streams_its_final_document_and_ends(service):
 
 
 def test_the_stream_of_a_batch_whose_process_died_ends_as_interrupted(app, service):
-    from bulkproc.csv_input import parse
+    from bulkproc.files.rules import parse
 
     store = app.extensions["bulkproc"].store
     batch_id, _ = store.insert_batch("3f0e1a2b-4c5d-4e6f-8a7b-9c0d1e2f3a4b", parse(hospitals_csv(2).encode()),

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.support import hospitals_csv
 from tests.gunicorn_service import GunicornService, service_env
+from tests.support import hospitals_csv
 
 pytestmark = pytest.mark.slow
 

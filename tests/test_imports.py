@@ -9,8 +9,8 @@ import json
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.browser import choose_file, overflow, table, wait_for_text
+from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}

@@ -6,10 +6,10 @@ import pytest
 import responses
 from responses.registries import OrderedRegistry
 
-from bulkproc.csv_input import HospitalRow
-from bulkproc.directory_client import DirectoryClient
-from bulkproc.jobs import Jobs
+from bulkproc.files.rules import HospitalRow
 from bulkproc.store import Store
+from bulkproc.upstream.client import DirectoryClient
+from bulkproc.work.batches import Jobs
 
 BASE = "http://directory.test"
 

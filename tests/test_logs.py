@@ -61,7 +61,7 @@ def test_json_lines_carry_the_batch_and_request_ids_from_every_thread(service, u
         detach()
 
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert any(e["logger"] == "bulkproc.directory_client" and e["level"] == "WARNING" for e in entries)
+    assert any(e["logger"] == "bulkproc.upstream.client" and e["level"] == "WARNING" for e in entries)
     assert any(e["message"] == "finished: completed" for e in entries)
     for entry in entries:
         assert set(entry) == {"time", "level", "logger", "message", "batch_id", "request_id"}

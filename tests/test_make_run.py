@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import hospitals_csv
 from tests.gunicorn_service import free_port, wait_until
+from tests.support import hospitals_csv
 
 REPO = Path(__file__).resolve().parent.parent
 STOP_BOUND = 5.0  # seconds from Ctrl-C until every process of `make run` is gone

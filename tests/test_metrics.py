@@ -11,9 +11,9 @@ import responses
 from prometheus_client import REGISTRY
 from responses.registries import OrderedRegistry
 
-from bulkproc.directory_client import DirectoryClient
-from bulkproc.rate_limit import RateLimiter
 from bulkproc.store import Store
+from bulkproc.upstream.client import DirectoryClient
+from bulkproc.work.rate_limit import RateLimiter
 from tests.gunicorn_service import GunicornService, service_env
 from tests.support import hospitals_csv, metric, wait_until
 

@@ -17,11 +17,11 @@ import pytest
 from openapi_spec_validator import validate as validate_spec
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from bulkproc import openapi
 from bulkproc.states import BatchStatus, RowStatus
+from bulkproc.web import openapi
 from tests.browser import start_chromium
-from tests.support import hospitals_csv
 from tests.openapi_conformance import DOCUMENT, assert_conforms
+from tests.support import hospitals_csv
 
 BAD_CSV = "name,address,phone\nGeneral Hospital,,555-0100\n"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"

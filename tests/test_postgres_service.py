@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bulkproc.simulator import create_simulator, serve
-from tests.support import hospitals_csv
 from tests.postgres import postgres_url, store_url  # noqa: F401
+from tests.support import hospitals_csv
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)]
 

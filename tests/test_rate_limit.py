@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bulkproc.exceptions import GaveUp
-from bulkproc.rate_limit import EDGE_SECONDS, WINDOW_MARGIN, RateLimiter
+from bulkproc.errors import GaveUp
 from bulkproc.store import Store
+from bulkproc.work.rate_limit import EDGE_SECONDS, WINDOW_MARGIN, RateLimiter
 from tests.postgres import postgres_url, store_url  # noqa: F401
 
 T0 = 1_700_000_000.0

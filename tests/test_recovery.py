@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from bulkproc.csv_input import parse
+from bulkproc.files.rules import parse
 from bulkproc.simulator import create_simulator, serve
 from tests.support import hospitals_csv
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from bulkproc import csv_input
-from bulkproc.results import failed_lines, neutralise, results_lines
+from bulkproc.files import rules as csv_input
+from bulkproc.files.results import failed_lines, neutralise, results_lines
 from bulkproc.store import Row
 from tests.support import hospitals_csv
 

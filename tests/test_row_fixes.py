@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from bulkproc import csv_input
-from bulkproc.row_fixes import FIXED_ERROR
+from bulkproc.files import rules as csv_input
+from bulkproc.work.fixes import FIXED_ERROR
 from tests.support import hospitals_csv
 
 

@@ -11,12 +11,12 @@ import responses
 from responses import matchers
 from responses.registries import OrderedRegistry
 
-from bulkproc.csv_input import HospitalRow
-from bulkproc.directory_client import DirectoryClient
-from bulkproc.exceptions import GaveUp, Refused
-from bulkproc.rate_limit import NoLimiter
-from bulkproc.rows import RowCreator
+from bulkproc.errors import GaveUp, Refused
+from bulkproc.files.rules import HospitalRow
 from bulkproc.store import Store
+from bulkproc.upstream.client import DirectoryClient
+from bulkproc.work.rate_limit import NoLimiter
+from bulkproc.work.rows import RowCreator
 
 BASE = "http://directory.test"
 BATCH = "550e8400-e29b-41d4-a716-446655440000"

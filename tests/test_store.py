@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import event, func, select
 
-from bulkproc.csv_input import HospitalRow
+from bulkproc.errors import IdempotencyMismatch
+from bulkproc.files.rules import HospitalRow
 from bulkproc.states import RESUMABLE, BatchStatus, RowStatus
-from bulkproc import store as store_module
-from bulkproc.exceptions import IdempotencyMismatch
 from bulkproc.store import Store, limiter, metadata
+from bulkproc.store import database as store_module
 from tests.postgres import postgres_url, store_url  # noqa: F401
 
 T0 = 1_700_000_000.0

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import event
 
-from bulkproc.csv_input import parse
+from bulkproc.files.rules import parse
 from bulkproc.logs import BatchIdFilter
 from bulkproc.states import RowStatus
 from tests.support import hospitals_csv, wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bulkproc.csv_input import parse
+from bulkproc.files.rules import parse
 from bulkproc.store import Store
 from tests.gunicorn_service import GunicornService, service_env
 from tests.support import hospitals_csv, wait_until

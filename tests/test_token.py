@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bulkproc.auth import token_matches
+from bulkproc.web.auth import token_matches
 from tests.support import hospitals_csv
 
 TOKEN = "s3cret-Zürich-東京"  # not ASCII: headers reach WSGI as latin-1 text, the token is UTF-8

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-
 CAPACITY = 10_000
 HOSPITAL_NOT_FOUND = "Hospital not found"
 BATCH_NOT_FOUND = "No hospitals found with the specified batch ID"

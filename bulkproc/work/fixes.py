@@ -6,11 +6,11 @@ import csv
 import io
 from typing import Any
 
-from . import csv_input
+from ..errors import BatchConflict, BatchNotFound, DomainError, RowRefused
+from ..files import rules
+from ..states import RUNNING, BatchStatus, RowStatus
+from ..store import Batch, Row, Store
 from .documents import reported_status
-from .exceptions import BatchConflict, BatchNotFound, DomainError, RowRefused
-from .states import RUNNING, BatchStatus, RowStatus
-from .store import Batch, Row, Store
 
 FIELDS = ("name", "address", "phone")
 # What a fixed row reads until a resume creates it: the upstream's old reason no longer applies.
@@ -76,7 +76,7 @@ def _check_changeable(batch: Batch, row: Row, now: float) -> None:
         raise BatchConflict(f"Row {row.row} is {row.status}; only a failed row can be changed.")
 
 
-def _checked(number: int, values: dict[str, str]) -> csv_input.HospitalRow:
+def _checked(number: int, values: dict[str, str]) -> rules.HospitalRow:
     """The row as an upload would read it, or RowRefused with the problems under its real number."""
     if not any(value.strip() for value in values.values()):
         # An upload skips a blank line, so the CSV rules would see no row at all here.
@@ -84,21 +84,21 @@ def _checked(number: int, values: dict[str, str]) -> csv_input.HospitalRow:
             {"row": number, "column": column, "message": f"The {column} is empty; every hospital needs one."}
             for column in ("name", "address")])
     try:
-        (parsed,) = csv_input.parse(_csv([values]), max_rows=1)
-    except csv_input.CsvRejected as exc:
+        (parsed,) = rules.parse(_csv([values]), max_rows=1)
+    except rules.CsvRejected as exc:
         raise RowRefused(f"Row {number} was not changed: the values are refused.",
                          [{**detail, "row": number} for detail in exc.details]) from None
     return parsed
 
 
-def _duplicate_of(fixed: csv_input.HospitalRow, others: list[Row]) -> int | None:
+def _duplicate_of(fixed: rules.HospitalRow, others: list[Row]) -> int | None:
     """The number of the first other row an upload would call a duplicate of `fixed`, if any."""
     candidate = {"name": fixed.name, "address": fixed.address, "phone": fixed.phone or ""}
     for other in others:
         pair = [{"name": other.name, "address": other.address, "phone": other.phone or ""}, candidate]
         try:
-            csv_input.parse(_csv(pair), max_rows=2)
-        except csv_input.CsvRejected as exc:
+            rules.parse(_csv(pair), max_rows=2)
+        except rules.CsvRejected as exc:
             # The candidate passes alone, so a problem of its own here comes from the pairing.
             if any(detail["row"] == 2 for detail in exc.details):
                 return other.row

@@ -6,11 +6,11 @@ import hashlib
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
-from . import csv_input, results
+from ..files import results, rules
+from ..work.imports import Imports
 from .auth import require_token
-from .imports import Imports
+from .requests import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 from .streams import document_events, event_response
-from .web import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
 bp.before_request(require_token)
@@ -32,7 +32,7 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 def create_import():
     data = uploaded_csv()
     key = idempotency_key()
-    rows = csv_input.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
     imports = _imports()
     import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if new:
@@ -42,7 +42,7 @@ def create_import():
 
 @bp.post("/validate")
 def validate_import():
-    return jsonify(validation_document(csv_input.inspect(uploaded_csv(),
+    return jsonify(validation_document(rules.inspect(uploaded_csv(),
                                                          max_rows=current_app.config["MAX_IMPORT_ROWS"])))
 
 

@@ -6,8 +6,8 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 
-from .states import RowStatus
-from .store import Row
+from ..states import RowStatus
+from ..store import Row
 
 RESULTS_HEADER = ("row", "name", "address", "phone", "status", "hospital_id", "batch_id", "error")
 FAILED_HEADER = ("name", "address", "phone", "error")

@@ -17,16 +17,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from . import metrics
-from .csv_input import HospitalRow
-from .directory_client import DirectoryClient
+from .. import metrics
+from ..errors import BatchConflict, BatchNotFound, StoreUnavailable, UpstreamError, UpstreamUnavailable
+from ..files.rules import HospitalRow
+from ..logs import in_batch_context
+from ..states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
+from ..store import Batch, Row, Store
+from ..upstream.client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
-from .exceptions import BatchConflict, BatchNotFound, StoreUnavailable, UpstreamError, UpstreamUnavailable
-from .logs import in_batch_context
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
-from .states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
-from .store import Batch, Row, Store
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from . import logs
+from .. import logs
 
 HEADER = "X-Request-ID"
 MAX_LENGTH = 200

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from . import metrics
-from .exceptions import GaveUp
-from .store import Store
+from .. import metrics
+from ..errors import GaveUp
+from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from flask import Response, request
 
-from .csv_input import Inspection
-from .exceptions import MalformedRequest
+from ..errors import MalformedRequest
+from ..files.rules import Inspection
 
 MAX_LIST_LIMIT = 100
 # The contract: no answer about a refused file exceeds 64 KiB; its rows are left out when they would.

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .states import EXISTING, FINAL, RUNNING, BatchStatus, RowStatus
-from .store import Batch, Import, ImportPart, Row
+from ..states import EXISTING, FINAL, RUNNING, BatchStatus, RowStatus
+from ..store import Batch, Import, ImportPart, Row
 
 
 def batch_document(batch: Batch, now: float) -> dict[str, Any]:

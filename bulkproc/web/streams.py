@@ -14,8 +14,8 @@ from typing import Any
 
 from flask import Response, current_app
 
-from .exceptions import StoreUnavailable, TooManyStreams
-from .logs import in_batch_context
+from ..errors import StoreUnavailable, TooManyStreams
+from ..logs import in_batch_context
 
 __all__ = ["StreamSlots", "document_events", "event_response"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .states import BatchStatus, RowStatus
-from .web import MAX_LIST_LIMIT
+from ..states import BatchStatus, RowStatus
+from .requests import MAX_LIST_LIMIT
 
 OPENAPI_VERSION = "3.1.0"
 

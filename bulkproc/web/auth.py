@@ -7,7 +7,7 @@ import hmac
 
 from flask import current_app, request
 
-from .exceptions import TokenRequired
+from ..errors import TokenRequired
 
 __all__ = ["require_token", "token_matches"]
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from . import metrics
-from .exceptions import GaveUp, MaybeLanded, NotSent, Refused, UpstreamError
+from .. import metrics
+from ..errors import MaybeLanded, NotSent, Refused
+from .failures import failure_kind, message, never_connected
+from .retry import Attempts
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ AWAKE_SECONDS = 600.0
 # Render's edge answers these while the instance wakes or is overloaded. A 504 can come after the
 # app did the work, so for creations they are "maybe landed": the batch is read before re-posting.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
-# While the directory is unreachable it is tried again at least this often, so a batch goes on
-# within seconds of its return.
-OUTAGE_RETRY_SECONDS = 5.0
 ALREADY_ACTIVE = "already active"
 
 
@@ -51,89 +49,6 @@ class Hospital:
     def from_json(cls, data: dict[str, Any]) -> Hospital:
         """A Hospital from the upstream's JSON."""
         return cls(data["id"], data["name"], data["address"], data.get("phone"), bool(data.get("active")))
-
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the connection was never established, so the request cannot have been seen."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
-
-
-def _failure_kind(exc: requests.RequestException) -> str:
-    """How an exchange failed, as /metrics labels it in place of an HTTP status."""
-    if isinstance(exc, requests.ConnectionError) and _never_connected(exc):
-        return "connect_error"
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-        return "connection_error"
-    return "error"
-
-
-def _message(response: requests.Response) -> str:
-    """The upstream's own words from an error body, whatever its shape."""
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    detail = body.get("detail", body.get("error")) if isinstance(body, dict) else body
-    if isinstance(detail, list):  # FastAPI validation errors
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
-                         for d in detail if isinstance(d, dict)) or str(detail)
-    return str(detail)
-
-
-class Attempts:
-    """The pacing of one call's tries: back-off with full jitter, at most `max_attempts` ordinary
-    failures, 429s waited out until the deadline, and an unreachable directory waited out for the
-    outage grace; raises GaveUp."""
-
-    def __init__(self, client: DirectoryClient, what: str, deadline: float | None) -> None:
-        self._client, self.what, self.deadline = client, what, deadline
-        self.failures = 0
-        self._outage_since: float | None = None
-        self._outage_tries = 0
-        self._rate_limited = 0
-
-    def wait_after(self, failure: NotSent | MaybeLanded, *, hold: bool | None = None) -> None:
-        """Pause before the next try after `failure`; GaveUp when no try is left.
-
-        `hold` (default: the failure was a 429) makes the pause at least half the upstream's rate
-        window: it sends no Retry-After, and a shorter wait would only spend the remaining tries
-        inside the same window.
-        """
-        client = self._client
-        if getattr(failure, "unreachable", False) and client.outage_grace > 0:
-            tries, cap = self._outage(failure), OUTAGE_RETRY_SECONDS
-        elif getattr(failure, "rate_limited", False):
-            # A 429 was not processed: it spends no attempt, and only the deadline ends the wait.
-            self._outage_since = None
-            self._rate_limited += 1
-            tries, cap = self._rate_limited, client.backoff_cap
-        else:
-            self._outage_since = None
-            self.failures += 1
-            if self.failures >= client.max_attempts:
-                raise GaveUp(f"{self.what}: gave up after {client.tries}; last: {failure}")
-            tries, cap = self.failures, client.backoff_cap
-        delay = client.jitter() * min(cap, client.backoff * 2 ** (tries - 1))
-        if getattr(failure, "rate_limited", False) if hold is None else hold:
-            delay = max(delay, client.rate_limit_pause * (1 + client.jitter()) / 2)
-        if self.deadline is not None and client.clock() + delay >= self.deadline:
-            raise GaveUp("the batch's deadline passed before the directory answered")
-        client.sleep(delay)
-
-    def _outage(self, failure: UpstreamError) -> int:
-        now = self._client.clock()
-        if self._outage_since is None:
-            self._outage_since = now
-        if now - self._outage_since >= self._client.outage_grace:
-            raise GaveUp(f"{self.what}: the directory stayed unreachable for "
-                         f"{now - self._outage_since:.0f} s; last: {failure}")
-        self._outage_tries += 1
-        return self._outage_tries
 
 
 class DirectoryClient:
@@ -215,7 +130,7 @@ class DirectoryClient:
         try:
             response = self._request(operation, method, path, timeout=timeout or self.timeout, **kwargs)
         except requests.ConnectionError as exc:
-            if _never_connected(exc):
+            if never_connected(exc):
                 raise NotSent(f"could not connect to the directory ({type(exc).__name__})",
                               unreachable=True) from exc
             raise MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
@@ -241,7 +156,7 @@ class DirectoryClient:
             code = str(response.status_code)
             return response
         except requests.RequestException as exc:
-            code = _failure_kind(exc)
+            code = failure_kind(exc)
             raise
         finally:
             metrics.observe_upstream(operation, code, self.clock() - started)
@@ -273,7 +188,7 @@ class DirectoryClient:
         if response.status_code == 404:
             return []
         if response.status_code != 200:
-            raise Refused(response.status_code, _message(response))
+            raise Refused(response.status_code, message(response))
         return [Hospital.from_json(h) for h in response.json()]
 
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None) -> Hospital:
@@ -282,7 +197,7 @@ class DirectoryClient:
         response = self._send("create", "POST", "/hospitals/", json=body)
         if response.status_code == 200:
             return Hospital.from_json(response.json())
-        raise Refused(response.status_code, _message(response))
+        raise Refused(response.status_code, message(response))
 
     def activate_batch(self, batch_id: str, deadline: float | None = None) -> None:
         """Activate every hospital of the batch; an earlier attempt that in fact succeeded counts.
@@ -301,9 +216,9 @@ class DirectoryClient:
             else:
                 if response.status_code == 200:
                     return
-                if response.status_code != 400 or ALREADY_ACTIVE not in _message(response):
-                    raise Refused(response.status_code, _message(response))
-                failure = MaybeLanded(_message(response))
+                if response.status_code != 400 or ALREADY_ACTIVE not in message(response):
+                    raise Refused(response.status_code, message(response))
+                failure = MaybeLanded(message(response))
             # Activation is one-shot: only the batch itself can tell whether a lost answer, or a
             # "400 already active", means our own earlier attempt did the job.
             listing = self.list_batch(batch_id, deadline)
@@ -321,7 +236,7 @@ class DirectoryClient:
         if response.status_code == 404:
             return False
         if response.status_code not in (200, 204):
-            raise Refused(response.status_code, _message(response))
+            raise Refused(response.status_code, message(response))
         return True
 
     def delete_batch(self, batch_id: str, deadline: float | None = None) -> int:
@@ -332,5 +247,5 @@ class DirectoryClient:
         if response.status_code == 404:
             return 0
         if response.status_code != 200:
-            raise Refused(response.status_code, _message(response))
+            raise Refused(response.status_code, message(response))
         return int(response.json().get("deleted_count", 0))

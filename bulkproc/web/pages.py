@@ -7,9 +7,9 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, render_template
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import metrics
-from .errors import error_body
-from .exceptions import StoreUnavailable
+from .. import metrics
+from ..errors import StoreUnavailable
+from .http_errors import error_body
 
 bp = Blueprint("pages", __name__)
 log = logging.getLogger(__name__)

@@ -7,12 +7,13 @@ import json
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from . import csv_input, results, row_fixes
+from ..errors import MalformedRequest
+from ..files import results, rules
+from ..work import fixes
+from ..work.batches import Jobs
 from .auth import require_token
-from .exceptions import MalformedRequest
-from .jobs import Jobs
+from .requests import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 from .streams import document_events, event_response
-from .web import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
 bp.before_request(require_token)
@@ -46,7 +47,7 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = uploaded_csv()
     key = idempotency_key()
-    rows = csv_input.parse(data, max_rows=current_app.config["MAX_ROWS"])
+    rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"])
     jobs = _jobs()
     batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if _wants_async():
@@ -63,7 +64,7 @@ def create_batch():
 
 @bp.post("/validate")
 def validate_batch():
-    return jsonify(validation_document(csv_input.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])))
+    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])))
 
 
 @bp.get("")
@@ -120,7 +121,7 @@ def batch_failed_rows(batch_id: str):
 def fix_batch_row(batch_id: str, row: int):
     jobs = _jobs()
     batch = jobs.load(batch_id)
-    row_fixes.fix_row(jobs.store, batch, row, row_fixes.changes_from(_json_body(), row), batch.read_at)
+    fixes.fix_row(jobs.store, batch, row, fixes.changes_from(_json_body(), row), batch.read_at)
     return jsonify(jobs.document(batch_id))
 
 

@@ -20,14 +20,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
-from .csv_input import HospitalRow
+from ..errors import BatchConflict, ImportNotFound
+from ..files.rules import HospitalRow
+from ..logs import in_batch_context
+from ..states import FINAL, RUNNING, BatchStatus, RowStatus
+from ..store import Import, Row
+from .batches import Jobs, follow, is_uuid
 from .documents import import_document, import_summary, reported_import_status, settled_status
-from .exceptions import BatchConflict, ImportNotFound
-from .jobs import Jobs, follow, is_uuid
-from .logs import in_batch_context
 from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
-from .states import FINAL, RUNNING, BatchStatus, RowStatus
-from .store import Import, Row
 
 log = logging.getLogger(__name__)
 

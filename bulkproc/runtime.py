@@ -1,0 +1,56 @@
+"""The running parts of one process, built and closed in order: store, client, limiter, runs, streams."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Store
+from .upstream.client import DirectoryClient
+from .web.streams import StreamSlots
+from .work.batches import Jobs
+from .work.imports import Imports
+from .work.rate_limit import Limiter, NoLimiter, RateLimiter
+from .work.rows import SETTLE_FACTOR
+
+
+@dataclass
+class Runtime:
+    store: Store
+    client: DirectoryClient
+    limiter: Limiter
+    jobs: Jobs
+    imports: Imports
+    streams: StreamSlots
+
+    @classmethod
+    def build(cls, config: dict[str, Any], instance_path: str, *, clock: Callable[[], float] = time.time) -> Runtime:
+        """Everything a process needs to serve and run batches, from its settings."""
+        store = Store(config["DATABASE_URL"] or _default_database(instance_path), clock=clock)
+        client = DirectoryClient(
+            config["HOSPITAL_API_BASE_URL"], connect_timeout=config["CONNECT_TIMEOUT"],
+            read_timeout=config["READ_TIMEOUT"], max_attempts=config["MAX_ATTEMPTS"],
+            pool_size=config["CONCURRENCY"] + 4, backoff=config["BACKOFF_SECONDS"],
+            rate_limit_pause=config["RATE_LIMIT_PAUSE"], outage_grace=config["OUTAGE_GRACE"])
+        limiter = RateLimiter(store, *config["CREATE_RATE"]) if config["CREATE_RATE"] else NoLimiter()
+        jobs = Jobs(
+            store, client, limiter=limiter, concurrency=config["CONCURRENCY"], lease_seconds=config["LEASE_SECONDS"],
+            batch_deadline=config["BATCH_DEADLINE"], wake_timeout=config["WAKE_TIMEOUT"],
+            settle_seconds=SETTLE_FACTOR * config["READ_TIMEOUT"] + config["CONNECT_TIMEOUT"])
+        imports = Imports(
+            jobs, batch_rows=config["MAX_ROWS"], rate=config["CREATE_RATE"],
+            concurrency=config["CONCURRENCY"], creation_seconds=config.get("IMPORT_CREATION_SECONDS", 5.0))
+        return cls(store, client, limiter, jobs, imports, StreamSlots(config["MAX_STREAMS"]))
+
+    def close(self) -> None:
+        """Stop the runs (cutting waits short, imports first) and the client, then the store."""
+        self.jobs.close()
+        self.store.close()
+
+
+def _default_database(instance_path: str) -> str:
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "bulkproc.sqlite3")

@@ -1,0 +1,18 @@
+"""The job store: SQLAlchemy Core over SQLite or PostgreSQL, one module a concern."""
+
+from __future__ import annotations
+
+from .batches import BatchRecords
+from .database import Database, engine_for
+from .imports import ImportRecords
+from .leases import Leases
+from .records import Batch, Import, ImportPart, Row
+from .schema import limiter, metadata
+from .slots import CreateSlots
+from .watch import Watching
+
+__all__ = ["Batch", "Import", "ImportPart", "Row", "Store", "engine_for", "limiter", "metadata"]
+
+
+class Store(BatchRecords, ImportRecords, Leases, CreateSlots, Watching, Database):
+    """Batches, rows and imports in a SQL database; every write bumps a version and wakes watchers."""

@@ -1,0 +1,222 @@
+"""Imports: one file's batches, their reads, claims and the runner's transitions."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..states import RESUMABLE, RUNNING, BatchStatus, RowStatus
+from .batches import _earlier_upload
+from .database import Database
+from .records import Batch, Import, ImportPart
+from .schema import batch_rows, batches, import_batches, imports
+
+
+class ImportRecords(Database):
+    """Imports and the batches they are split into: reads, claims and the runner's transitions."""
+
+    def insert_import(self, import_id: str, parts: list[tuple[str, list]], *, owner: str, lease_until: float,
+                      idempotency_key: str | None = None, file_sha256: str | None = None) -> tuple[str, bool]:
+        """Record a new queued import and its queued batches (each `parts` item: batch id, rows),
+        all owned by `owner`, in one transaction; return (import id, True), or the earlier
+        import's (id, False) when the idempotency key was seen with the same file.
+
+        Raises IdempotencyMismatch when the key was seen with another file.
+        """
+        try:
+            with self._write() as conn:
+                now = self._now(conn)
+                owned = {"status": BatchStatus.QUEUED, "version": 0, "created_at": now, "updated_at": now,
+                         "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until}
+                conn.execute(insert(imports).values(
+                    id=import_id, total=sum(len(rows) for _, rows in parts), cancel_requested=False,
+                    idempotency_key=idempotency_key, file_sha256=file_sha256, **owned))
+                conn.execute(insert(batches), [{"id": batch_id, "total": len(rows), "activated": False, **owned}
+                                               for batch_id, rows in parts])
+                conn.execute(insert(batch_rows), [
+                    {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
+                     "phone": r.phone, "status": RowStatus.PENDING} for batch_id, rows in parts for r in rows])
+                conn.execute(insert(import_batches), [
+                    {"import_id": import_id, "position": position, "batch_id": batch_id,
+                     "first_row": rows[0].row, "last_row": rows[-1].row}
+                    for position, (batch_id, rows) in enumerate(parts)])
+        except IntegrityError as clash:
+            return _earlier_upload(clash, self._import_by_key, idempotency_key, file_sha256), False
+        self._notify()
+        return import_id, True
+
+
+    def _import_by_key(self, key: str) -> Import | None:
+        with self._read() as conn:
+            found = conn.execute(select(imports).where(imports.c.idempotency_key == key)).first()
+        return Import(**found._mapping) if found else None
+
+
+    def load_import(self, import_id: str) -> Import | None:
+        """The import with its batches in file order (their row counts, not their rows), or None."""
+        with self._read() as conn:
+            found = conn.execute(select(imports).where(imports.c.id == import_id)).first()
+            if found is None:
+                return None
+            parts = self._import_parts(conn, [import_id])
+        return Import(**found._mapping, parts=parts[import_id])
+
+
+    def recent_imports(self, limit: int) -> list[Import]:
+        """The newest imports first, with their batches' row counts."""
+        with self._read() as conn:
+            found = conn.execute(select(imports).order_by(imports.c.created_at.desc(), imports.c.id)
+                                 .limit(limit)).all()
+            parts = self._import_parts(conn, [i.id for i in found])
+        return [Import(**i._mapping, parts=parts[i.id]) for i in found]
+
+
+    def _import_parts(self, conn: Connection, import_ids: list[str]) -> dict[str, list[ImportPart]]:
+        links = conn.execute(select(import_batches, *batches.c)
+                             .join(batches, batches.c.id == import_batches.c.batch_id)
+                             .where(import_batches.c.import_id.in_(import_ids))
+                             .order_by(import_batches.c.import_id, import_batches.c.position)).all()
+        counts: dict[str, dict[str, int]] = {link.batch_id: {} for link in links}
+        member = select(import_batches.c.batch_id).where(import_batches.c.import_id.in_(import_ids))
+        for batch_id, status, count in conn.execute(
+                select(batch_rows.c.batch_id, batch_rows.c.status, func.count())
+                .where(batch_rows.c.batch_id.in_(member))
+                .group_by(batch_rows.c.batch_id, batch_rows.c.status)):
+            counts[batch_id][status] = count
+        parts: dict[str, list[ImportPart]] = {i: [] for i in import_ids}
+        for link in links:
+            batch = Batch(**{c.name: link._mapping[c] for c in batches.c}, row_counts=counts[link.batch_id])
+            parts[link.import_id].append(ImportPart(link.position, link.first_row, link.last_row, batch))
+        return parts
+
+
+    def import_version(self, import_id: str) -> int | None:
+        """A number that grows with every change of the import or any of its batches (None if unknown)."""
+        with self._read() as conn:
+            own = conn.execute(select(imports.c.version).where(imports.c.id == import_id)).scalar()
+            if own is None:
+                return None
+            theirs = conn.execute(select(func.coalesce(func.sum(batches.c.version), 0))
+                                  .where(batches.c.id.in_(self._members(import_id)))).scalar()
+        return own + theirs
+
+
+    @staticmethod
+    def _members(import_id: str):
+        return select(import_batches.c.batch_id).where(import_batches.c.import_id == import_id)
+
+
+    def take_import(self, import_id: str, owner: str, until: float) -> bool:
+        """Atomically make `owner` the runner of an import at rest (or whose runner's lease lapsed),
+        with every unfinished batch of it nobody is processing, their cancelled rows pending again;
+        False when the import is running or rolled back."""
+        with self._write() as conn:
+            now = self._now(conn)
+            running = [str(s) for s in RUNNING]
+            takeable = (batches.c.status.in_([str(s) for s in RESUMABLE])
+                        | (batches.c.status.in_(running) & (batches.c.lease_expires < now)))
+            # A runner whose lease lapsed died with its process, and so did the batches that process
+            # was running, though their own leases may lapse a moment later: they come with the import.
+            dead = conn.execute(select(imports.c.lease_owner).where(
+                imports.c.id == import_id, imports.c.status.in_(running), imports.c.lease_expires < now)).scalar()
+            if dead is not None:
+                takeable = takeable | (batches.c.status.in_(running) & (batches.c.lease_owner == dead))
+            if not self._claim_import(conn, import_id, owner, until, BatchStatus.QUEUED):
+                return False
+            mine = batches.c.id.in_(self._members(import_id))
+            conn.execute(update(batch_rows).where(batch_rows.c.batch_id.in_(
+                select(batches.c.id).where(mine, takeable)), batch_rows.c.status == RowStatus.CANCELLED)
+                .values(status=RowStatus.PENDING, error=None))
+            conn.execute(update(batches).where(mine, takeable).values(
+                status=BatchStatus.QUEUED, lease_owner=owner, lease_expires=until,
+                version=batches.c.version + 1, updated_at=now))
+        self._notify()
+        return True
+
+
+    def hold_import(self, import_id: str, owner: str, until: float) -> bool:
+        """Atomically make `owner` the holder of an import at rest (or whose runner's lease lapsed),
+        marked processing, without touching its batches; False when it is running."""
+        with self._write() as conn:
+            held = self._claim_import(conn, import_id, owner, until, BatchStatus.PROCESSING, rolled_back=True)
+        self._notify()
+        return held
+
+
+    def _claim_import(self, conn: Connection, import_id: str, owner: str, until: float, status: str, *,
+                      rolled_back: bool = False) -> bool:
+        now = self._now(conn)
+        running = [str(s) for s in RUNNING]
+        at_rest = imports.c.status.not_in(running + ([] if rolled_back else [BatchStatus.ROLLED_BACK]))
+        lapsed = imports.c.status.in_(running) & (imports.c.lease_expires < now)
+        return conn.execute(update(imports).where(imports.c.id == import_id, at_rest | lapsed).values(
+            status=status, cancel_requested=False, lease_owner=owner, lease_expires=until,
+            # A run killed without finishing counts up to its last renewal.
+            elapsed=imports.c.elapsed + func.coalesce(imports.c.run_seen_at - imports.c.run_started_at, 0.0),
+            run_started_at=None, run_seen_at=None, version=imports.c.version + 1, updated_at=now)).rowcount == 1
+
+
+    def start_import_run(self, import_id: str, started: float) -> None:
+        """Mark the import processing, its run timed from `started`."""
+        with self._write() as conn:
+            self._touch_import(conn, import_id, status=BatchStatus.PROCESSING, run_started_at=started,
+                               run_seen_at=started)
+        self._notify()
+
+
+    def renew_import_lease(self, import_id: str, owner: str, until: float) -> bool:
+        """Extend `owner`'s lease on the import and on its batches still waiting to start; False
+        when the import is no longer its own."""
+        with self._write() as conn:
+            now = self._now(conn)
+            if not conn.execute(update(imports).where(imports.c.id == import_id, imports.c.lease_owner == owner)
+                                .values(lease_expires=until, run_seen_at=now)).rowcount:
+                return False
+            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
+                                               batches.c.lease_owner == owner,
+                                               batches.c.status == BatchStatus.QUEUED)
+                         .values(lease_expires=until))
+        return True
+
+
+    def finish_import_run(self, import_id: str, owner: str, status: str, ran: float) -> None:
+        """End `owner`'s run: record its outcome and time, release the lease and the cancel request;
+        batches it never started read `interrupted` at once."""
+        with self._write() as conn:
+            now = self._now(conn)
+            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
+                                               batches.c.lease_owner == owner,
+                                               batches.c.status == BatchStatus.QUEUED)
+                         .values(lease_expires=now, version=batches.c.version + 1, updated_at=now))
+            conn.execute(update(imports).where(imports.c.id == import_id, imports.c.lease_owner == owner).values(
+                status=status, elapsed=imports.c.elapsed + ran, run_started_at=None, run_seen_at=None,
+                lease_owner=None, lease_expires=None, cancel_requested=False,
+                version=imports.c.version + 1, updated_at=now))
+        self._notify()
+
+
+    def request_import_cancel(self, import_id: str) -> bool:
+        """Ask a running import to stop starting rows: its pending rows read `cancelled` and its
+        batches not started `cancelled`; False when the import is not running."""
+        with self._write() as conn:
+            now = self._now(conn)
+            running = [str(s) for s in RUNNING]
+            if not conn.execute(update(imports).where(
+                    imports.c.id == import_id, imports.c.status.in_(running), imports.c.lease_expires >= now,
+            ).values(cancel_requested=True, version=imports.c.version + 1, updated_at=now)).rowcount:
+                return False
+            mine = batch_rows.c.batch_id.in_(self._members(import_id))
+            conn.execute(update(batch_rows).where(mine, batch_rows.c.status == RowStatus.PENDING)
+                         .values(status=RowStatus.CANCELLED))
+            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
+                                               batches.c.status == BatchStatus.QUEUED)
+                         .values(status=BatchStatus.CANCELLED, lease_owner=None, lease_expires=None))
+            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id))).values(
+                version=batches.c.version + 1, updated_at=now))
+        self._notify()
+        return True
+
+
+    def _touch_import(self, conn: Connection, import_id: str, **values) -> None:
+        conn.execute(update(imports).where(imports.c.id == import_id).values(
+            version=imports.c.version + 1, updated_at=self._now(conn), **values))

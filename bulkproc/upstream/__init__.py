@@ -1,0 +1,1 @@
+"""The Hospital Directory API: one method per endpoint, failure kinds, retry policy."""

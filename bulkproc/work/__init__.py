@@ -1,0 +1,1 @@
+"""Runs: batches, one row's life upstream, imports, fixes, the create-rate limiter."""

@@ -1,0 +1,59 @@
+"""Reading the batch back from the upstream: one shared read for many rows, and pairing rows with hospitals."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from ..store import Row
+from ..upstream.client import DirectoryClient, Hospital
+
+
+class Listings:
+    """The batch's listing upstream, shared by its rows: one read that started after a row's
+    moment serves every row waiting for one, so a burst of timeouts costs a read or two, not one
+    per row (the upstream allows 50 reads a minute)."""
+
+    def __init__(self, client: DirectoryClient, clock: Callable[[], float]) -> None:
+        self._client, self._clock = client, clock
+        self._latest: dict[str, tuple[float, list[Hospital]]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def read_since(self, batch_id: str, moment: float, deadline: float | None) -> list[Hospital]:
+        """The batch's hospitals as read by a request sent at or after `moment`."""
+        with self._guard:
+            lock = self._locks.setdefault(batch_id, threading.Lock())
+        with lock:
+            latest = self._latest.get(batch_id)
+            if latest is not None and latest[0] >= moment:
+                return latest[1]
+            started = self._clock()
+            listing = self._client.list_batch(batch_id, deadline)
+            self._latest[batch_id] = (started, listing)
+            return listing
+
+    def forget(self, batch_id: str) -> None:
+        """Drop what is kept for the batch (its rows are done)."""
+        with self._guard:
+            self._latest.pop(batch_id, None)
+            self._locks.pop(batch_id, None)
+
+
+def matches(row: Row, hospital: Hospital) -> bool:
+    """Whether the hospital carries the row's data."""
+    return (hospital.name, hospital.address, hospital.phone or None) == (row.name, row.address, row.phone or None)
+
+
+def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
+    """Pair rows with the batch's hospitals upstream, each hospital to one row, a row's recorded
+    hospital first; (pairs, unmatched rows)."""
+    by_id = {h.id: h for h in listing}
+    found = {r: by_id[r.hospital_id] for r in rows if r.hospital_id in by_id and matches(r, by_id[r.hospital_id])}
+    for row in rows:
+        if row not in found:
+            taken = set(found.values())
+            hospital = next((h for h in listing if h not in taken and matches(row, h)), None)
+            if hospital is not None:
+                found[row] = hospital
+    return found, [r for r in rows if r not in found]

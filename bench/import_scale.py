@@ -8,15 +8,19 @@ job store, BULKPROC_MAX_IMPORT_ROWS=10000. Each size runs on a fresh service, an
 - rows per second, from the POST to the import seen final (polled every 0.5 s);
 - the worker's peak RSS (VmHWM) over the run, and its ratio between the two sizes: memory flat
   in the number of rows reads about 1.0;
-- the time to fetch the finished import's results.csv.
+- the time to fetch the finished import's results.csv;
+- the worker's CPU time per row (user + system), which a machine shared with other work moves
+  much less than the wall time.
 
 Targets (issue 13): at least 400 rows/s at 10,000 rows, memory flat in the number of rows.
 
-Run: .venv/bin/python bench/import_scale.py
+Run: .venv/bin/python bench/import_scale.py (or with sizes, e.g. `3000`, for figures of those alone)
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import requests
@@ -34,7 +38,11 @@ ENV = {"BULKPROC_CREATE_RATE": "0", "BULKPROC_MAX_IMPORT_ROWS": str(max(SIZES)),
        "BULKPROC_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024)}
 
 
-def main() -> int:
+def main(sizes: tuple[int, ...] = SIZES) -> int:
+    if sizes != SIZES:  # a quick look at other sizes, e.g. while profiling: figures only
+        for rows in sizes:
+            run(rows)
+        return 0
     header(f"import_scale: imports of {' and '.join(f'{n:,}' for n in SIZES)} rows, {DELAY * 1000:g} ms "
            "creations, no limits, 1 worker")
     figures = {rows: run(rows) for rows in SIZES}
@@ -55,7 +63,7 @@ def run(rows: int) -> dict[str, float]:
     try:
         service.wait_healthy()
         (worker,) = service.worker_pids()
-        at_boot = peak_rss_mb(worker)
+        at_boot, cpu_at_boot = peak_rss_mb(worker), cpu_seconds(worker)
         with requests.Session() as http:
             started = time.monotonic()
             url = start_import(http, service.url, rows)
@@ -64,7 +72,7 @@ def run(rows: int) -> dict[str, float]:
             fetch_started = time.monotonic()
             csv = http.get(url + "/results.csv", timeout=120)
             fetch = time.monotonic() - fetch_started
-        rss = peak_rss_mb(worker)
+        rss, cpu = peak_rss_mb(worker), cpu_seconds(worker) - cpu_at_boot
         stats = dict(up.sim.stats)
     finally:
         service.stop()
@@ -76,9 +84,18 @@ def run(rows: int) -> dict[str, float]:
                            f"{took:.1f} s = {rows / took:.0f} rows/s (processing_time_seconds "
                            f"{document['processing_time_seconds']})")
     line(f"{rows:,} rows: worker peak RSS", f"{rss:.1f} MB (at boot {at_boot:.1f} MB)")
+    line(f"{rows:,} rows: worker CPU", f"{cpu:.1f} s = {cpu / rows * 1000:.2f} ms per row (the POST, the run and "
+                                       "the results.csv)")
     line(f"{rows:,} rows: results.csv", f"{fetch:.2f} s, {len(csv.content) / 1e6:.2f} MB, {lines:,} rows, "
                                         f"HTTP {csv.status_code}")
     return {"rows_per_second": rows / took, "rss": rss, "results_seconds": fetch}
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user + system CPU time a live process has used, in seconds (from /proc/<pid>/stat)."""
+    stat = open(f"/proc/{pid}/stat").read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_import(http: requests.Session, base_url: str, rows: int) -> str:
@@ -101,4 +118,4 @@ def wait_import(http: requests.Session, url: str, deadline: float) -> tuple[dict
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(tuple(int(n) for n in sys.argv[1:]) or SIZES))

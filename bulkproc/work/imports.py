@@ -230,21 +230,24 @@ class Imports:
                 continue  # finished, cancelled, or taken by a resume of its own
             # A batch never started needs no look at the upstream; any other learns what exists first.
             resuming = any(r.status != RowStatus.PENDING or r.attempted_at for r in batch.rows)
+            started = threading.Event()
             try:
-                futures.append(self.jobs.run_in_background(batch.id, resuming))
+                futures.append(self.jobs.run_in_background(batch.id, resuming, started))
             except RuntimeError:  # the executor is shut down: the service is stopping
                 break
-            self._wait_until_started(batch.id, lost)
+            futures[-1].add_done_callback(lambda _done, started=started: started.set())
+            self._wait_until_started(batch.id, started, lost)
         return futures
 
-    def _wait_until_started(self, batch_id: str, lost: threading.Event) -> None:
-        """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops)."""
-        while not self._should_stop(batch_id, lost):
-            batch = self.store.get_batch(batch_id)
-            if batch.status in FINAL or (batch.status != BatchStatus.QUEUED
-                                         and all(r.status != RowStatus.PENDING for r in batch.rows)):
+    def _wait_until_started(self, batch_id: str, started: threading.Event, lost: threading.Event) -> None:
+        """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops).
+
+        The batch runs in this process, so it says so itself: reading the store at every change
+        in the process (every row's outcome) cost the import more than its rows did.
+        """
+        while not started.wait(LOOK_SECONDS):
+            if self._should_stop(batch_id, lost):
                 return
-            self.store.wait_for_change(batch_id, batch.version, LOOK_SECONDS)
 
     def _should_stop(self, batch_id: str, lost: threading.Event) -> bool:
         return self.jobs.stopping or lost.is_set() or self.store.is_cancelling(batch_id)

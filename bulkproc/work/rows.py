@@ -62,9 +62,9 @@ class RowCreator:
 
     # -- many rows -------------------------------------------------------------------------
 
-    def create(self, batch_id: str, rows: list[Row], deadline: float) -> None:
+    def create(self, batch_id: str, rows: list[Row], deadline: float, started: threading.Event | None = None) -> None:
         """Create the rows concurrently and return when every one has an outcome (StoreUnavailable when
-        one could not be written).
+        one could not be written); `started` is set once no row waits for a slot any more.
 
         Slots are taken here, as many at a time as the limit allows, and only rows holding one go
         to the executor: a row waiting for the window keeps no seat from rows that could go now,
@@ -95,6 +95,8 @@ class RowCreator:
                 log.info("import cancelled: rows not started read cancelled; rows in flight finish")
                 self.store.cancel_pending_rows(batch_id)
         finally:
+            if started is not None:
+                started.set()
             # Also when the store fails: whoever closes the batch must find no row still in flight.
             wait(futures)
             self._listings.forget(batch_id)

@@ -40,7 +40,8 @@ def test_a_429_on_other_calls_waits_for_the_window_instead_of_spending_the_attem
     if call == "activate":
         responses.patch(ACTIVATE, **rate_limited)
         responses.patch(ACTIVATE, json={"activated_count": 1, "message": "Batch activated"})
-        client.activate_batch(BATCH)
+        responses.get(LIST, json=[hospital(active=True)])
+        client.activate_batch(BATCH, [7])
     else:
         responses.get(LIST, **rate_limited)
         responses.get(LIST, json=[hospital()])
@@ -49,10 +50,11 @@ def test_a_429_on_other_calls_waits_for_the_window_instead_of_spending_the_attem
 
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
-def test_activation_succeeds(client):
+def test_activation_succeeds_when_the_listing_then_shows_every_row_active(client):
     responses.patch(ACTIVATE, json={"activated_count": 2, "message": "Batch activated"})
+    responses.get(LIST, json=[hospital(1, active=True), hospital(2, active=True)])
 
-    client.activate_batch(BATCH)
+    assert [h.id for h in client.activate_batch(BATCH, [1, 2])] == [1, 2]
 
 
 @pytest.mark.parametrize("first", [
@@ -65,7 +67,7 @@ def test_an_activation_whose_answer_was_lost_counts_when_the_batch_is_all_active
     patch = responses.patch(ACTIVATE, **first)
     responses.get(LIST, json=[hospital(1, active=True), hospital(2, active=True)])
 
-    client.activate_batch(BATCH)
+    client.activate_batch(BATCH, [1, 2])
     assert patch.call_count == 1
 
 
@@ -74,8 +76,9 @@ def test_an_activation_that_did_not_happen_is_sent_again(client):
     responses.patch(ACTIVATE, status=500, json={"detail": "Internal Server Error"})
     responses.get(LIST, json=[hospital(1), hospital(2)])
     responses.patch(ACTIVATE, json={"activated_count": 2, "message": "Batch activated"})
+    responses.get(LIST, json=[hospital(1, active=True), hospital(2, active=True)])
 
-    client.activate_batch(BATCH)
+    client.activate_batch(BATCH, [1, 2])
 
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
@@ -85,7 +88,7 @@ def test_a_partly_active_batch_is_refused(client):
     responses.get(LIST, json=[hospital(1, active=True), hospital(2)])
 
     with pytest.raises(Refused, match="never be activated"):
-        client.activate_batch(BATCH)
+        client.activate_batch(BATCH, [1, 2])
 
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)

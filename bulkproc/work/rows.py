@@ -142,17 +142,18 @@ class RowCreator:
         log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
         return todo
 
-    def sweep(self, batch_id: str, deadline: float | None = None, listing: list[Hospital] | None = None) -> int:
+    def sweep(self, batch_id: str, deadline: float | None = None,
+              listing: list[Hospital] | None = None) -> int | None:
         """Delete the batch's own hospitals upstream that no row owns (late duplicates), reading the
-        batch unless `listing` is given; return how many went. Nothing goes when the listing holds a
-        hospital of another batch: a listing that ignored its filter cannot tell what is ours."""
+        batch unless `listing` is given; return how many went, or None when the listing holds a
+        hospital of another batch: one that ignored its filter cannot tell what is ours."""
         owned = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.status in EXISTING}
         listing = self.client.list_batch(batch_id, deadline) if listing is None else listing
         if others := strangers(batch_id, listing):
             log.warning("the directory's listing of batch %s holds %d hospitals of other batches (ids %s): "
                         "it is not trusted, and nothing is deleted", batch_id, len(others),
                         ", ".join(str(h.id) for h in others[:10]))
-            return 0
+            return None
         extra = [h for h in listing if h.id not in owned]
         removed = sum(self.client.delete_hospital(h.id, deadline) for h in extra)
         if extra:

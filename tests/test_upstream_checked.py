@@ -161,3 +161,11 @@ def test_many_one_row_batches_meet_no_read_429(make_app, serve_app):
         assert statuses == {"completed"}
         assert limited.sim.stats["batch_reads"] >= 24  # two listings a batch, at least
         assert limited.sim.stats["rate_limited"] == 0
+
+
+@pytest.mark.parametrize(("op", "kind"), [("create", "list_all"), ("activate", "string_ids"),
+                                          ("list_batch", "error_body"), ("create", "trickle")])
+def test_wrong_answer_faults_are_scripted_only_where_the_answer_has_that_shape(op, kind):
+    sim = create_simulator()
+    with pytest.raises(ValueError, match="not 'create'|not 'activate'|not 'list_batch'|needs seconds"):
+        sim.add_fault(op, kind)

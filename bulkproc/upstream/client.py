@@ -17,16 +17,16 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-import uuid
 from typing import Any, Protocol, TypeVar
 
 import requests
 
 from .. import metrics
 from ..errors import MaybeLanded, NotSent, Refused
-from .deadline import WatchedAdapter, Watchdog
+from .deadline import Watchdog, WatchedAdapter
 from .failures import Malformed, as_id, failure_kind, field, json_body, message, never_connected
 from .retry import Attempts
 

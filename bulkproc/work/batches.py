@@ -275,17 +275,22 @@ class Jobs:
         batch = self.store.get_batch(batch_id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
-        self.rows.sweep(batch_id, deadline)
+        trusted = self.rows.sweep(batch_id, deadline) is not None
         self.store.set_status(batch_id, BatchStatus.ACTIVATING)
         try:
-            self.client.activate_batch(batch_id, deadline)
+            # It counts only when the listing shows every row's hospital active.
+            listing = self.client.activate_batch(batch_id, [r.hospital_id for r in batch.rows if r.hospital_id],
+                                                 deadline)
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
         self.store.mark_activated(batch_id)
-        # A creation slower than our wait for it may land between the sweep and the activation.
+        # A creation slower than our wait for it may land between the sweep and the activation:
+        # the listing that showed the batch active shows it too (unless the upstream's listings
+        # were found untrustworthy: then nothing is deleted, and it was said once).
         try:
-            self.rows.sweep(batch_id, deadline)
+            if trusted:
+                self.rows.sweep(batch_id, deadline, listing)
         except UpstreamError as exc:
             log.error("the batch is active, but could not be checked for late duplicates: %s", exc)
         return None

@@ -3,12 +3,13 @@ an activation that answers 200 without activating, an answer that trickles in, a
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 import requests
 
-from bulkproc.errors import MaybeLanded
+from bulkproc.errors import GaveUp, MaybeLanded
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.upstream.client import DirectoryClient
 from tests.support import hospitals_csv, wait_until
@@ -169,3 +170,17 @@ def test_wrong_answer_faults_are_scripted_only_where_the_answer_has_that_shape(o
     sim = create_simulator()
     with pytest.raises(ValueError, match="not 'create'|not 'activate'|not 'list_batch'|needs seconds"):
         sim.add_fault(op, kind)
+
+
+def test_a_request_is_cut_off_at_the_batch_deadline_and_none_is_sent_after_it(upstream):
+    client = DirectoryClient(upstream.url, connect_timeout=5.0, read_timeout=5.0, max_attempts=2)
+    upstream.sim.add_fault("create", "trickle", seconds=0.2)
+    batch_id = str(uuid.uuid4())
+    try:
+        with pytest.raises(MaybeLanded, match=r"no whole answer within 0\.\d+ s"):  # not the 10 s of the timeouts
+            client.create_hospital(batch_id, "General", "1 Main St", None, deadline=time.monotonic() + 0.3)
+        with pytest.raises(GaveUp, match="deadline passed"):
+            client.create_hospital(batch_id, "General", "1 Main St", None, deadline=time.monotonic() - 1)
+        assert upstream.sim.stats["create_requests"] == 1  # nothing sent once the deadline had passed
+    finally:
+        client.close()

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import requests
 
 from .. import metrics
-from ..errors import MaybeLanded, NotSent, Refused
+from ..errors import GaveUp, MaybeLanded, NotSent, Refused
 from .deadline import Watchdog, WatchedAdapter
 from .failures import Malformed, as_id, failure_kind, field, json_body, message, never_connected
 from .retry import Attempts
@@ -41,6 +41,7 @@ AWAKE_SECONDS = 600.0
 # app did the work, so for creations they are "maybe landed": the batch is read before re-posting.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 ALREADY_ACTIVE = "already active"
+DEADLINE_PASSED = "the batch's deadline passed before the directory answered"
 # The calls paced under the upstream's limit on "every other endpoint" (GET / has its own).
 PACED_OPERATIONS = frozenset({"list_batch", "activate", "delete_hospital", "delete_batch"})
 
@@ -163,13 +164,16 @@ class DirectoryClient:
 
     def _send(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
               deadline: float | None = None, **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, paced when it is a paced call, with failures sorted into NotSent and
-        MaybeLanded (and logged); `operation` names it in /metrics."""
+        """One HTTP exchange, paced when it is a paced call and ended by `deadline` at the latest
+        (GaveUp when it has passed), with failures sorted into NotSent and MaybeLanded (and logged);
+        `operation` names it in /metrics."""
         paced = self.pacer is not None and operation in PACED_OPERATIONS
         if paced:
             self.pacer.acquire(deadline)  # type: ignore[union-attr]
+        if deadline is not None and self.clock() >= deadline:
+            raise GaveUp(DEADLINE_PASSED)
         try:
-            response = self._exchange(operation, method, path, timeout=timeout, **kwargs)
+            response = self._exchange(operation, method, path, timeout=timeout, deadline=deadline, **kwargs)
         except (NotSent, MaybeLanded) as exc:
             log.warning("%s %s: %s", method, path, exc)
             if paced and exc.unreachable and isinstance(exc, NotSent):
@@ -194,9 +198,11 @@ class DirectoryClient:
             raise MaybeLanded(f"the directory's answer was not the JSON it sends ({exc})", answered=True) from None
 
     def _exchange(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
-                  **kwargs: Any) -> requests.Response:
+                  deadline: float | None = None, **kwargs: Any) -> requests.Response:
+        timeout = timeout or self.timeout
+        total = sum(timeout) if deadline is None else min(sum(timeout), deadline - self.clock())
         try:
-            response = self._request(operation, method, path, timeout=timeout or self.timeout, **kwargs)
+            response = self._request(operation, method, path, timeout=timeout, total=total, **kwargs)
         except requests.ConnectionError as exc:
             if never_connected(exc):
                 raise NotSent(f"could not connect to the directory ({type(exc).__name__})",
@@ -217,11 +223,11 @@ class DirectoryClient:
                               answered=response.status_code != 504)
         return response
 
-    def _request(self, operation: str, method: str, path: str, *, timeout: tuple[float, float],
+    def _request(self, operation: str, method: str, path: str, *, timeout: tuple[float, float], total: float,
                  **kwargs: Any) -> requests.Response:
-        """The request itself, ended within its connect + read timeout in total, and counted and
-        timed under `operation` whatever its outcome."""
-        started, code, total = self.clock(), "error", sum(timeout)
+        """The request itself, ended within `total` seconds however slowly it is answered, and
+        counted and timed under `operation` whatever its outcome."""
+        started, code = self.clock(), "error"
         try:
             with self._watchdog.limit(total) as cut:
                 try:
@@ -229,11 +235,11 @@ class DirectoryClient:
                                                      timeout=timeout, **kwargs)
                 except requests.RequestException as exc:
                     if cut.fired:
-                        raise TotalTimeout(f"no whole answer within {total:g} s") from exc
+                        raise TotalTimeout(f"no whole answer within {total:.3g} s") from exc
                     raise
                 if cut.fired:
                     # Cut inside the headers, http.client takes the end of the socket for their end.
-                    raise TotalTimeout(f"no whole answer within {total:g} s")
+                    raise TotalTimeout(f"no whole answer within {total:.3g} s")
             code = str(response.status_code)
             return response
         except requests.RequestException as exc:
@@ -267,10 +273,13 @@ class DirectoryClient:
         return self._retrying(f"reading batch {batch_id}", lambda: self._call(
             "list_batch", "GET", f"/hospitals/batch/{batch_id}", _listing, deadline=deadline), deadline)
 
-    def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None) -> Hospital:
-        """POST one hospital into the batch, once; raises NotSent, MaybeLanded or Refused."""
+    def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None,
+                        deadline: float | None = None) -> Hospital:
+        """POST one hospital into the batch, once, cut off at `deadline`; raises NotSent,
+        MaybeLanded, Refused, or GaveUp when the deadline has passed."""
         body = {"name": name, "address": address, "phone": phone, "creation_batch_id": batch_id}
-        return self._call("create", "POST", "/hospitals/", lambda r: _created(r, batch_id), json=body)
+        return self._call("create", "POST", "/hospitals/", lambda r: _created(r, batch_id), json=body,
+                          deadline=deadline)
 
     def activate_batch(self, batch_id: str, hospital_ids: Collection[int],
                        deadline: float | None = None) -> list[Hospital]:

@@ -215,7 +215,7 @@ class RowCreator:
                 self.store.mark_rows_in_flight(batch_id, [row.row], sent_at)
             first = False
             try:
-                return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
+                return self.client.create_hospital(batch_id, row.name, row.address, row.phone, deadline)
             except NotSent as exc:
                 self.store.mark_row_unsent(batch_id, row.row)
                 if exc.unreachable:

@@ -857,3 +857,29 @@ def test_a_rollback_of_an_interrupted_batch_waits_for_creations_still_on_their_w
     # Seen 7: the killed worker's creations landed after the rollback's DELETE and stayed.
     run_schedule(cluster, [Upstream("create", "slow", 5, 0, 1.5), Upload(0, 1, 5), Wait(5), Kill(0), Quiet(),
                            Rollback(1, 0)])
+
+
+def needs(kind: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(kind not in FAULT_KINDS, reason=f"the simulator has no {kind!r} fault yet")
+
+
+# The wrong answers of issue 13 (seen 4-6), for when the simulator can give them.
+
+@needs("list_all")
+def test_a_listing_of_every_batch_deletes_nobody_elses_hospitals(cluster):
+    run_schedule(cluster, [Upstream("list_batch", "list_all", 2, 0, None), Upload(0, 1, 3)])
+
+
+@needs("string_ids")
+def test_hospital_ids_given_as_strings_are_still_the_rows_own(cluster):
+    run_schedule(cluster, [Upstream("list_batch", "string_ids", 2, 0, None), Upload(0, 1, 3)])
+
+
+@needs("error_body")
+def test_an_activation_answered_200_with_an_error_is_not_believed(cluster):
+    run_schedule(cluster, [Upstream("activate", "error_body", 1, 0, None), Upload(0, 1, 3)])
+
+
+@needs("trickle")
+def test_a_creation_answer_trickling_in_ends_within_the_timeouts(cluster):
+    run_schedule(cluster, [Upstream("create", "trickle", 1, 0, 0.5), Upload(0, 1, 1)])

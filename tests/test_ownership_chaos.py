@@ -650,12 +650,15 @@ def interrupted_while_alive(run: Run) -> list[str]:
         for work_id, status in sample.statuses.items():
             if status != "interrupted" or work_id in found:
                 continue
-            owner = owner_during(run.claims.get(work_id, []), sample.start, sample.end)
-            process = run.cluster.processes.get(owner) if owner else None
-            if process is not None and process.healthy(sample.start, sample.end, run.cluster.shared_outages):
+            # An import also reads interrupted when one of its batches does, whoever owns that one.
+            owners = {owner_during(run.claims.get(w, []), sample.start, sample.end)
+                      for w in [work_id, *run.imports.get(work_id, [])]}
+            processes = [run.cluster.processes.get(owner) for owner in owners if owner is not None]
+            if None not in owners and all(p.healthy(sample.start, sample.end, run.cluster.shared_outages)
+                                          for p in processes):
                 kind = "import" if work_id in run.imports else "batch"
                 found[work_id] = (f"{kind} {work_id[:8]} read interrupted at {sample.start - run.began:.2f}s "
-                                  f"while its owner {owner} was alive, running and had its store")
+                                  f"while its owner {'/'.join(sorted(owners))} was alive, running and had its store")
     return list(found.values())
 
 
@@ -679,6 +682,8 @@ def ran_again_unasked(run: Run) -> list[str]:
     found: dict[str, str] = {}
     for sample in sorted(run.samples):
         for work_id, status in sample.statuses.items():
+            if work_id in run.imports:
+                continue  # an import reads processing whenever one of its batches is resumed on its own
             if status in AT_REST:
                 at_rest.setdefault(work_id, sample.start)
             elif status in RUNNING and work_id in at_rest and work_id not in found:

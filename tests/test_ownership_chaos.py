@@ -614,7 +614,9 @@ class Run:
 
         def answered() -> bool:
             nonlocal response
-            response, _ = self.send(n % 2, "POST", f"/hospitals/bulk/{batch_id}/resume")
+            response, claim = self.send(n % 2, "POST", f"/hospitals/bulk/{batch_id}/resume")
+            if response is None or response.status_code == 200:
+                self._claim(batch_id, claim)
             return response is not None and response.status_code not in (503, 409)
 
         if not waited_for(answered, timeout=10, interval=0.2):

@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/rate_limited.py
 	$(PY) bench/slow_upstream.py
 	$(PY) bench/import_pacing.py
+	$(PY) bench/import_scale.py
 	$(PY) bench/validator_cost.py
 
 clean:

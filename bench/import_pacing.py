@@ -83,7 +83,8 @@ def pacing(label: str, *, with_upload: bool) -> None:
     line("SCALED clock", f"simulator limit {LIMIT} creations per {WINDOW:g} s window (real: per 60 s), "
                          f"creation delay {DELAY:g} s (real: 5 s); service BULKPROC_CREATE_RATE={LIMIT}/{WINDOW:g}")
     up = serve(create_simulator(delay=DELAY, create_limit=LIMIT, window=WINDOW))
-    service = Service(up.url, workers=WORKERS, env={"BULKPROC_CREATE_RATE": f"{LIMIT}/{WINDOW:g}"})
+    service = Service(up.url, workers=WORKERS, env={"BULKPROC_CREATE_RATE": f"{LIMIT}/{WINDOW:g}",
+                                                    "BULKPROC_READ_RATE": f"50/{WINDOW:g}"})
     small: dict = {}
     try:
         service.wait_healthy()
@@ -154,6 +155,7 @@ def memory() -> None:
     line("SCALED clock", f"{RSS_LIMIT} creations per {RSS_WINDOW:g} s window, {RSS_DELAY:g} s per creation")
     up = serve(create_simulator(delay=RSS_DELAY, create_limit=RSS_LIMIT, window=RSS_WINDOW))
     service = Service(up.url, workers=WORKERS, env={"BULKPROC_CREATE_RATE": f"{RSS_LIMIT}/{RSS_WINDOW:g}",
+                                                    "BULKPROC_READ_RATE": f"50/{RSS_WINDOW:g}",
                                                     "BULKPROC_CONCURRENCY": str(RSS_LIMIT)})
     try:
         service.wait_healthy()

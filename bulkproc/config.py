@@ -46,7 +46,7 @@ def _url(text: str) -> str:
 
 
 def _rate(text: str) -> tuple[int, float] | None:
-    """Parse `N/S` (N creations in any S seconds) or `0` (no limit)."""
+    """Parse `N/S` (N requests in any S seconds) or `0` (no limit)."""
     if text.strip() == "0":
         return None
     count, _, seconds = text.partition("/")
@@ -90,6 +90,7 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # Unset: the create rate's N, so that one window's creations go at once; 20 with no limiter.
     "BULKPROC_CONCURRENCY": (None, _positive_int, "a whole number of at least 1"),
     "BULKPROC_CREATE_RATE": ("30/60", _rate, "N/S, such as 30/60, or 0 for no limit"),
+    "BULKPROC_READ_RATE": ("50/60", _rate, "N/S, such as 50/60, or 0 for no limit"),
     "BULKPROC_CONNECT_TIMEOUT": ("5", _positive_float, "a number of seconds above 0"),
     "BULKPROC_READ_TIMEOUT": ("90", _positive_float, "a number of seconds above 0"),
     "BULKPROC_MAX_ATTEMPTS": ("5", _positive_int, "a whole number of at least 1"),

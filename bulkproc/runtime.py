@@ -30,11 +30,14 @@ class Runtime:
     def build(cls, config: dict[str, Any], instance_path: str, *, clock: Callable[[], float] = time.time) -> Runtime:
         """Everything a process needs to serve and run batches, from its settings."""
         store = Store(config["DATABASE_URL"] or _default_database(instance_path), clock=clock)
+        # Listings, activations and deletions share one window, as the upstream's other endpoints do.
+        reads = config.get("READ_RATE")
         client = DirectoryClient(
             config["HOSPITAL_API_BASE_URL"], connect_timeout=config["CONNECT_TIMEOUT"],
             read_timeout=config["READ_TIMEOUT"], max_attempts=config["MAX_ATTEMPTS"],
             pool_size=config["CONCURRENCY"] + 4, backoff=config["BACKOFF_SECONDS"],
-            rate_limit_pause=config["RATE_LIMIT_PAUSE"], outage_grace=config["OUTAGE_GRACE"])
+            rate_limit_pause=config["RATE_LIMIT_PAUSE"], outage_grace=config["OUTAGE_GRACE"],
+            pacer=RateLimiter(store, *reads, kind="read") if reads else None)
         limiter = RateLimiter(store, *config["CREATE_RATE"]) if config["CREATE_RATE"] else NoLimiter()
         jobs = Jobs(
             store, client, limiter=limiter, concurrency=config["CONCURRENCY"], lease_seconds=config["LEASE_SECONDS"],

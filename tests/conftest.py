@@ -46,6 +46,7 @@ def make_app(tmp_path: Path, upstream: ServedSimulator) -> Iterator[Callable[...
             "DATABASE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3",
             "HOSPITAL_API_BASE_URL": upstream.url,
             "CREATE_RATE": None,
+            "READ_RATE": None,
             "CONNECT_TIMEOUT": 1.0,
             "READ_TIMEOUT": 1.0,
             "BACKOFF_SECONDS": 0.01,

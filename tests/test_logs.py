@@ -30,7 +30,7 @@ def test_log_lines_of_a_batch_name_it_even_from_row_threads(service, upstream):
         logger.setLevel(previous)
 
     lines = stream.getvalue().splitlines()
-    assert any("directory_client" in line for line in lines)
+    assert any("bulkproc.upstream.client" in line for line in lines)
     assert lines and all(f"[batch {batch_id}]" in line for line in lines), lines
 
 

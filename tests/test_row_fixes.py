@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from bulkproc.files import rules as csv_input
 from bulkproc.work.fixes import FIXED_ERROR
+from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv
 
 
@@ -158,6 +162,49 @@ def test_a_change_that_duplicates_another_row_is_422(client, store):
     assert response.json["details"][0]["row"] == 2
     assert "Row 3" in response.json["details"][0]["message"]
     assert _stored_row(store, batch_id, 2).name == "Hospital 2"
+
+
+# Rows 2 and 3 get one hospital, written differently but the same once trimmed and case-folded.
+TWIN_FIXES = [(2, {"name": "Mercy Hospital", "address": "1 Harbor Rd"}),
+              (3, {"name": "MERCY  hospital", "address": "1 harbor rd"})] * 3
+
+
+def _comparable(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _fix_at_once(url: str, batch_id: str) -> list[tuple[int, requests.Response]]:
+    """Send TWIN_FIXES together, each on its own connection, released by one barrier."""
+    barrier = threading.Barrier(len(TWIN_FIXES))
+
+    def send(number: int, body: dict) -> tuple[int, requests.Response]:
+        with requests.Session() as http:
+            barrier.wait(timeout=30)
+            return number, http.patch(f"{url}/hospitals/bulk/{batch_id}/rows/{number}", json=body, timeout=30)
+
+    with ThreadPoolExecutor(len(TWIN_FIXES)) as pool:
+        return [f.result() for f in [pool.submit(send, n, b) for n, b in TWIN_FIXES]]
+
+
+def test_simultaneous_fixes_never_make_two_rows_one_hospital(store_url, make_app, serve_app):
+    app = make_app(DATABASE_URL=store_url)
+    store = app.extensions["bulkproc"].store
+    service = serve_app(app)
+    for _ in range(3):  # the race was lost every time; a few batches make a pass mean something
+        batch_id = _batch(store, rows=4, failed=(2, 3))
+
+        answers = _fix_at_once(service.url, batch_id)
+
+        rows = {r.row: r for r in store.get_batch(batch_id).rows}
+        assert (_comparable(rows[2].name), _comparable(rows[2].address)) != \
+            (_comparable(rows[3].name), _comparable(rows[3].address))
+        fixed = {n for n, response in answers if response.status_code == 200}
+        assert len(fixed) == 1, [(n, r.status_code, r.text) for n, r in answers]
+        for number, response in answers:
+            if number not in fixed:
+                assert response.status_code == 422, response.text
+                assert f"Row {5 - number}" in response.json()["details"][0]["message"]
+                assert rows[number].name == f"Hospital {number}"
 
 
 def test_the_same_name_at_another_address_is_not_a_duplicate(client, store):

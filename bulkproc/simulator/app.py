@@ -16,10 +16,13 @@ from .faults import (
     LATENCY_FAULTS,
     POST_FAULTS,
     PRE_FAULTS,
+    TRICKLE_FAULTS,
     Fault,
     FaultScript,
     Holds,
     drop_connection,
+    trickle,
+    with_string_ids,
 )
 from .limits import RateLimits
 from .rules import (
@@ -190,16 +193,25 @@ class Simulator:
             if not self.rate_limits.admit(request.remote_addr, op):
                 return self._too_many(op)
             fault = self._take_fault(op)
-            kind = None if fault is None else fault.kind
-            if fault is not None and kind in PRE_FAULTS:
+            if fault is None:
+                return view(**kwargs)
+            if fault.kind in PRE_FAULTS:
                 return self._pre_fault(op, fault)
-            if fault is not None and kind in LATENCY_FAULTS:
+            if fault.kind in LATENCY_FAULTS:
                 self._take_time(op, fault.seconds)
-            response = view(**kwargs)
-            if fault is not None and kind in POST_FAULTS and response.status_code < 300:
+            response = self._list_all() if fault.kind == "list_all" else view(**kwargs)
+            if fault.kind in POST_FAULTS and response.status_code < 300:
                 return self._post_fault(fault, response)
-            return response
+            return self._reshape(fault, response)
         return handle
+
+    def _reshape(self, fault: Fault, response: Response) -> Response:
+        """The answer as a wrong-shape or trickle fault sends it."""
+        if fault.kind == "string_ids" and response.is_json:
+            return jsonify(with_string_ids(response.get_json()))
+        if fault.kind in TRICKLE_FAULTS:
+            trickle(request.environ, _raw(response), fault.seconds or 0.0, self._holds.hold)
+        return response
 
     def _bump(self, key: str, by: int = 1) -> None:
         with self._lock:
@@ -239,6 +251,9 @@ class Simulator:
             return _detail("Internal Server Error", 500)
         if fault.kind == "rate_limit":
             return self._too_many(op)
+        if fault.kind == "error_body":
+            # A 200 that is no activation: nothing was activated.
+            return jsonify(error="Activation could not be completed; try again later")
         if fault.kind == "html_502":
             return Response(BAD_GATEWAY_HTML, status=502, content_type="text/html; charset=utf-8")
         if fault.kind == "reject_422":
@@ -268,6 +283,11 @@ class Simulator:
 
     def _list(self) -> Response:
         return jsonify(self.directory.hospitals())
+
+    def _list_all(self) -> Response:
+        """Every hospital of every batch, as a listing that ignored its batch filter would be."""
+        found = self.directory.hospitals()
+        return jsonify(found) if found else _detail(BATCH_NOT_FOUND, 404)
 
     def _create(self) -> Response:
         fields = parse_create(request.get_data())
@@ -307,6 +327,15 @@ class Simulator:
         wanted = parse_batch_id(batch_id)
         count = self.directory.delete_batch(wanted)
         return jsonify(deleted_count=count, message=f"Successfully deleted {count} hospitals from batch {wanted}")
+
+
+def _raw(response: Response) -> bytes:
+    """The whole HTTP/1.1 response as bytes on the wire, closing the connection after it."""
+    body = response.get_data()
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in ("content-length", "connection")]
+    headers += [("Content-Length", str(len(body))), ("Connection", "close")]
+    head = [f"HTTP/1.1 {response.status}"] + [f"{k}: {v}" for k, v in headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 def create_simulator(**kwargs: Any) -> Simulator:

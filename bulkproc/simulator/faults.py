@@ -5,20 +5,32 @@ Kinds, by when they act:
   (held for its seconds, then the connection is dropped);
 - instead of the usual delay: slow (takes `seconds`, then acts normally);
 - after a successful answer was made, so the change is stored: store_then_500, store_then_drop,
-  store_then_hang (held for its seconds, then answered).
+  store_then_hang (held for its seconds, then answered);
+- wrong answers, as a proxy or a broken upstream might give them (only on the ops named):
+  list_all (list_batch: every hospital of every batch, the filter ignored), string_ids (list_batch
+  and create: ids as JSON strings, "7" for 7), error_body (activate: 200 {"error": "..."} and
+  nothing activated);
+- trickle (any op, needs `seconds`): the answer is made (a creation stores first), then its status
+  line, headers and body are sent one byte every `seconds` seconds, and the connection closed.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit", "reject_422", "hang"})
+PRE_FAULTS = frozenset({"error_500", "html_502", "rate_limit", "reject_422", "hang", "error_body"})
 POST_FAULTS = frozenset({"store_then_500", "store_then_drop", "store_then_hang"})
 LATENCY_FAULTS = frozenset({"slow"})
-FAULT_KINDS = PRE_FAULTS | POST_FAULTS | LATENCY_FAULTS
+TRICKLE_FAULTS = frozenset({"trickle"})
+# Wrong answers, each only where the upstream's answer has that shape.
+SHAPE_FAULTS = {"list_all": frozenset({"list_batch"}), "string_ids": frozenset({"list_batch", "create"}),
+                "error_body": frozenset({"activate"})}
+FAULT_KINDS = PRE_FAULTS | POST_FAULTS | LATENCY_FAULTS | TRICKLE_FAULTS | frozenset(SHAPE_FAULTS)
+NEEDS_SECONDS = LATENCY_FAULTS | TRICKLE_FAULTS
 BAD_GATEWAY_HTML = (
     "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
     "<body><h1>Bad Gateway</h1><p>The service is waking up or overloaded. "
@@ -50,7 +62,9 @@ class FaultScript:
             raise ValueError(f"unknown op {op!r}; expected one of {sorted(self._ops)}")
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if kind in LATENCY_FAULTS and seconds is None:
+        if kind in SHAPE_FAULTS and op not in SHAPE_FAULTS[kind]:
+            raise ValueError(f"a {kind!r} fault is for {' and '.join(sorted(SHAPE_FAULTS[kind]))}, not {op!r}")
+        if kind in NEEDS_SECONDS and seconds is None:
             raise ValueError(f"a {kind!r} fault needs seconds=")
         if seconds is not None and seconds < 0:
             raise ValueError(f"seconds must not be negative, got {seconds!r}")
@@ -83,21 +97,50 @@ class Holds:
         self._lock = threading.Lock()
         self._gates: set[threading.Event] = set()
 
-    def hold(self, seconds: float) -> None:
-        """Block the calling request thread for `seconds` or until release_all()."""
+    def hold(self, seconds: float) -> bool:
+        """Block the calling request thread for `seconds` or until release_all(); True when released."""
         # A real wait, not the simulator's injected sleep, so release_all() can end it at shutdown.
         gate = threading.Event()
         with self._lock:
             self._gates.add(gate)
-        gate.wait(seconds)
+        released = gate.wait(seconds)
         with self._lock:
             self._gates.discard(gate)
+        return released
 
     def release_all(self) -> None:
         """End every hold now."""
         with self._lock:
             for gate in self._gates:
                 gate.set()
+
+
+def with_string_ids(body: Any) -> Any:
+    """A hospital, or a list of them, with each id as a JSON string."""
+    if isinstance(body, list):
+        return [with_string_ids(h) for h in body]
+    return {**body, "id": str(body["id"])} if isinstance(body, dict) and "id" in body else body
+
+
+def trickle(environ: dict[str, Any], answer: bytes, seconds: float, wait: Callable[[float], bool]) -> None:
+    """Send `answer` (a whole HTTP response) on the request's socket a byte every `seconds` (the
+    rest at once when `wait` says the hold was released), then shut the socket, so werkzeug writes
+    nothing more; stops early when the client goes away."""
+    sock = environ.get("werkzeug.socket")
+    if sock is None:
+        raise ConnectionAbortedError("trickling an answer needs a real server connection")
+    try:
+        for sent in range(len(answer)):
+            if sent and wait(seconds):
+                sock.sendall(answer[sent:])
+                break
+            sock.sendall(answer[sent:sent + 1])
+    except OSError:
+        pass  # the client cut it off
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def drop_connection(environ: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,11 @@ def _earlier_upload(clash: IntegrityError, find: Callable[[str], Batch | Import 
     if earlier.file_sha256 != file_sha256:
         raise IdempotencyMismatch(key) from None
     return earlier.id
+
+
+def _as_row(found: Any) -> Row:
+    """A row record from a batch_rows result row."""
+    return Row(**{k: v for k, v in found._mapping.items() if k != "batch_id"})
 
 
 class BatchRecords(Database):
@@ -69,7 +75,7 @@ class BatchRecords(Database):
             rows = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id)
                                 .order_by(batch_rows.c.row)).all()
             read_at = self._now(conn)
-        loaded = [Row(**{k: v for k, v in r._mapping.items() if k != "batch_id"}) for r in rows]
+        loaded = [_as_row(r) for r in rows]
         return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)),
                      read_at=read_at)
 
@@ -180,18 +186,26 @@ class BatchRecords(Database):
         self._notify()
 
 
-    def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str) -> bool:
+    def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str,
+                check: Callable[[list[Row]], None] = lambda _others: None) -> bool:
         """Give a failed row of a batch at rest (resumable, or its owner's lease lapsed) new values;
-        return whether it did, False when the row is not failed or the batch is being processed."""
+        return whether it did, False when the row is not failed or the batch is being processed.
+
+        `check(the batch's other rows)` runs inside the transaction, after the batch is locked, and
+        may raise to refuse the values: nothing is written then, and its exception propagates.
+        """
         try:
             with self._write() as conn:
                 now = self._now(conn)
                 at_rest = batches.c.status.in_([str(s) for s in RESUMABLE])
                 lapsed = batches.c.status.in_([str(s) for s in RUNNING]) & (batches.c.lease_expires < now)
-                # Bumping the batch first locks its row, so a resume's take_lease cannot slip in between.
+                # Bumping the batch first locks its row, so a resume's take_lease cannot slip in between,
+                # and a fix of another of its rows waits here until this one is committed.
                 if conn.execute(update(batches).where(batches.c.id == batch_id, at_rest | lapsed).values(
                         version=batches.c.version + 1, updated_at=now)).rowcount != 1:
                     raise self._Unchanged
+                # Read under that lock (a fresh snapshot on PostgreSQL), so a fix committed meanwhile shows.
+                check(self._other_rows(conn, batch_id, row))
                 if conn.execute(update(batch_rows).where(
                         batch_rows.c.batch_id == batch_id, batch_rows.c.row == row,
                         batch_rows.c.status == RowStatus.FAILED,
@@ -201,6 +215,12 @@ class BatchRecords(Database):
             return False
         self._notify()
         return True
+
+
+    def _other_rows(self, conn: Connection, batch_id: str, row: int) -> list[Row]:
+        found = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id, batch_rows.c.row != row)
+                             .order_by(batch_rows.c.row)).all()
+        return [_as_row(r) for r in found]
 
 
     def start_rows(self, batch_id: str, rows: Iterable[int], now: float) -> bool:

@@ -1,4 +1,4 @@
-"""The job store's tables: batches and their rows, imports and their batches, the create-rate slots."""
+"""The job store's tables: batches and their rows, imports and their batches, the rate slots."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ import_batches = Table(
 
 
 
-# The shared create-rate limiter: one lock row, and the creations of the current window.
+# The shared rate limiters: one lock row (with the creations' back-off), and the requests of the
+# current window, creations and the other calls (reads) each in a table of their own.
 limiter = Table(
     "create_limiter", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
@@ -106,3 +107,10 @@ create_slots = Table(
     Column("taken_at", Float, nullable=False, index=True),
 )
 
+
+# A table of its own, rather than a kind column, so that a store made before it gains it at start.
+read_slots = Table(
+    "read_slots", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("taken_at", Float, nullable=False, index=True),
+)

@@ -5,7 +5,10 @@ Every failed exchange is sorted by what it tells us about the upstream's state (
 - MaybeLanded (no answer, connection dropped after sending, 5xx): the call may have taken
   effect; for a creation, read the batch before posting again (rows.py decides).
 - Refused (any other 4xx): final; the upstream's message says why.
-Idempotent calls retry here; a creation is one POST, retried by its caller.
+An answer that is not the JSON its call expects is a failure of that call, never a success: a
+MaybeLanded the application answered (for a creation: read the batch; for a read: try again).
+Every request ends within connect + read timeout in total (deadline.py), however slowly it is
+answered. Idempotent calls retry here; a creation is one POST, retried by its caller.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from .. import metrics
 from ..errors import MaybeLanded, NotSent, Refused
-from .failures import failure_kind, message, never_connected
+from .deadline import Watchdog, WatchedAdapter
+from .failures import Malformed, as_id, failure_kind, field, json_body, message, never_connected
 from .retry import Attempts
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,22 @@ AWAKE_SECONDS = 600.0
 # app did the work, so for creations they are "maybe landed": the batch is read before re-posting.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 ALREADY_ACTIVE = "already active"
+# The calls paced under the upstream's limit on "every other endpoint" (GET / has its own).
+PACED_OPERATIONS = frozenset({"list_batch", "activate", "delete_hospital", "delete_batch"})
+
+
+class TotalTimeout(requests.Timeout):
+    """The request's connect + read timeout ran out in total, however its bytes trickled in."""
+
+
+class Pacer(Protocol):
+    """A shared rate limiter for the paced calls (work.rate_limit.RateLimiter is one)."""
+
+    def acquire(self, deadline: float | None = None) -> None:
+        """Wait for a slot and take it; GaveUp if that would pass `deadline`."""
+
+    def give_back(self) -> None:
+        """Return a slot whose request never reached the upstream."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +66,38 @@ class Hospital:
     address: str
     phone: str | None
     active: bool
+    creation_batch_id: str | None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Hospital:
-        """A Hospital from the upstream's JSON."""
-        return cls(data["id"], data["name"], data["address"], data.get("phone"), bool(data.get("active")))
+    def from_json(cls, data: object) -> Hospital:
+        """A Hospital from the upstream's JSON; raises Malformed when it is not one."""
+        if not isinstance(data, dict):
+            raise Malformed(f"a hospital is {type(data).__name__}, not an object")
+        return cls(as_id(data.get("id")), field(data, "name", str), field(data, "address", str),
+                   field({"phone": None, **data}, "phone", (str, type(None))),
+                   field(data, "active", bool), same_batch_id(field(data, "creation_batch_id", (str, type(None)))))
+
+    def of_batch(self, batch_id: str) -> bool:
+        """Whether the hospital was created into this batch."""
+        return self.creation_batch_id is not None and self.creation_batch_id == same_batch_id(batch_id)
+
+
+def same_batch_id(text: str | None) -> str | None:
+    """A batch id in one spelling (a UUID's canonical form), so that ids compare by value."""
+    if text is None:
+        return None
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+def _hospitals(response: requests.Response) -> list[Hospital]:
+    """The hospitals of a 200 listing; raises Malformed."""
+    body = json_body(response)
+    if not isinstance(body, list):
+        raise Malformed(f"a listing is {type(body).__name__}, not a list")
+    return [Hospital.from_json(h) for h in body]
 
 
 class DirectoryClient:
@@ -58,7 +107,7 @@ class DirectoryClient:
                  max_attempts: int = 5, pool_size: int = 20, backoff: float = 0.5, backoff_cap: float = 30.0,
                  rate_limit_pause: float = 60.0, outage_grace: float = 0.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, pacer: Pacer | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts, self.outage_grace = max_attempts, outage_grace
@@ -70,6 +119,8 @@ class DirectoryClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        self._watchdog = Watchdog()
+        self.pacer = pacer
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -79,7 +130,7 @@ class DirectoryClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size)
+            adapter = WatchedAdapter(pool_connections=1, pool_maxsize=self._pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = "bulkproc/0.1"
@@ -94,11 +145,12 @@ class DirectoryClient:
         return "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
 
     def close(self) -> None:
-        """Close every thread's connections."""
+        """Close every thread's connections and stop the request deadlines' watchdog."""
         with self._sessions_lock:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
+        self._watchdog.close()
 
     def unreachable_for(self) -> float | None:
         """Seconds since the directory became unreachable (no connection, 502/503/504), or None when it answers."""
@@ -110,13 +162,18 @@ class DirectoryClient:
         return Attempts(self, what, deadline)
 
     def _send(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
-              **kwargs: Any) -> requests.Response:
-        """One HTTP exchange, with failures sorted into NotSent and MaybeLanded (and logged);
-        `operation` names it in /metrics."""
+              deadline: float | None = None, **kwargs: Any) -> requests.Response:
+        """One HTTP exchange, paced when it is a paced call, with failures sorted into NotSent and
+        MaybeLanded (and logged); `operation` names it in /metrics."""
+        paced = self.pacer is not None and operation in PACED_OPERATIONS
+        if paced:
+            self.pacer.acquire(deadline)  # type: ignore[union-attr]
         try:
             response = self._exchange(operation, method, path, timeout=timeout, **kwargs)
         except (NotSent, MaybeLanded) as exc:
             log.warning("%s %s: %s", method, path, exc)
+            if paced and exc.unreachable and isinstance(exc, NotSent):
+                self.pacer.give_back()  # type: ignore[union-attr]  # never reached it: not counted there
             if not exc.unreachable:
                 self._unreachable_since = None  # it answered, if only to refuse
             elif self._unreachable_since is None:
@@ -124,6 +181,17 @@ class DirectoryClient:
             raise
         self._unreachable_since = None
         return response
+
+    def _call(self, operation: str, method: str, path: str, read: Callable[[requests.Response], T], *,
+              deadline: float | None = None, **kwargs: Any) -> T:
+        """One exchange and its answer as `read` makes it out; an answer `read` finds Malformed is
+        MaybeLanded, one the application gave (it finished whatever it did)."""
+        response = self._send(operation, method, path, deadline=deadline, **kwargs)
+        try:
+            return read(response)
+        except Malformed as exc:
+            log.warning("%s %s: the answer is not what the directory sends: %s", method, path, exc)
+            raise MaybeLanded(f"the directory's answer was not the JSON it sends ({exc})", answered=True) from None
 
     def _exchange(self, operation: str, method: str, path: str, *, timeout: tuple[float, float] | None = None,
                   **kwargs: Any) -> requests.Response:
@@ -135,7 +203,8 @@ class DirectoryClient:
                               unreachable=True) from exc
             raise MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
         except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise MaybeLanded(f"the directory did not answer in time ({type(exc).__name__})") from exc
+            why = str(exc) if isinstance(exc, TotalTimeout) else type(exc).__name__
+            raise MaybeLanded(f"the directory did not answer in time ({why})") from exc
         if response.status_code < 500:
             self._last_answer = self.clock()
         if response.status_code == 429:
@@ -148,11 +217,23 @@ class DirectoryClient:
                               answered=response.status_code != 504)
         return response
 
-    def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """The request itself, counted and timed under `operation` whatever its outcome."""
-        started, code = self.clock(), "error"
+    def _request(self, operation: str, method: str, path: str, *, timeout: tuple[float, float],
+                 **kwargs: Any) -> requests.Response:
+        """The request itself, ended within its connect + read timeout in total, and counted and
+        timed under `operation` whatever its outcome."""
+        started, code, total = self.clock(), "error", sum(timeout)
         try:
-            response = self._session.request(method, self.base_url + path, allow_redirects=False, **kwargs)
+            with self._watchdog.limit(total) as cut:
+                try:
+                    response = self._session.request(method, self.base_url + path, allow_redirects=False,
+                                                     timeout=timeout, **kwargs)
+                except requests.RequestException as exc:
+                    if cut.fired:
+                        raise TotalTimeout(f"no whole answer within {total:g} s") from exc
+                    raise
+                if cut.fired:
+                    # Cut inside the headers, http.client takes the end of the socket for their end.
+                    raise TotalTimeout(f"no whole answer within {total:g} s")
             code = str(response.status_code)
             return response
         except requests.RequestException as exc:
@@ -161,9 +242,8 @@ class DirectoryClient:
         finally:
             metrics.observe_upstream(operation, code, self.clock() - started)
 
-    def _retrying(self, what: str, call: Callable[[], requests.Response],
-                  deadline: float | None = None) -> requests.Response:
-        """Run an idempotent call until it answers below 500, pacing the tries."""
+    def _retrying(self, what: str, call: Callable[[], T], deadline: float | None = None) -> T:
+        """Run an idempotent call until it gives an answer, pacing the tries."""
         attempts = self.attempts(what, deadline)
         while True:
             try:
@@ -182,70 +262,109 @@ class DirectoryClient:
                        lambda: self._send("wake", "GET", "/", timeout=(self.timeout[0], timeout)))
 
     def list_batch(self, batch_id: str, deadline: float | None = None) -> list[Hospital]:
-        """Every hospital upstream with this batch id (none when the upstream says 404)."""
-        response = self._retrying(f"reading batch {batch_id}",
-                                  lambda: self._send("list_batch", "GET", f"/hospitals/batch/{batch_id}"), deadline)
-        if response.status_code == 404:
-            return []
-        if response.status_code != 200:
-            raise Refused(response.status_code, message(response))
-        return [Hospital.from_json(h) for h in response.json()]
+        """Every hospital the upstream lists for this batch id (none when it says 404), as it lists
+        them: callers decide what a hospital of another batch in it means."""
+        return self._retrying(f"reading batch {batch_id}", lambda: self._call(
+            "list_batch", "GET", f"/hospitals/batch/{batch_id}", _listing, deadline=deadline), deadline)
 
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None) -> Hospital:
         """POST one hospital into the batch, once; raises NotSent, MaybeLanded or Refused."""
         body = {"name": name, "address": address, "phone": phone, "creation_batch_id": batch_id}
-        response = self._send("create", "POST", "/hospitals/", json=body)
-        if response.status_code == 200:
-            return Hospital.from_json(response.json())
-        raise Refused(response.status_code, message(response))
+        return self._call("create", "POST", "/hospitals/", lambda r: _created(r, batch_id), json=body)
 
-    def activate_batch(self, batch_id: str, deadline: float | None = None) -> None:
-        """Activate every hospital of the batch; an earlier attempt that in fact succeeded counts.
+    def activate_batch(self, batch_id: str, hospital_ids: Collection[int],
+                       deadline: float | None = None) -> list[Hospital]:
+        """Activate the batch, and return the listing that shows each of `hospital_ids` active.
 
-        Raises Refused when the upstream will not activate it, GaveUp when it cannot be reached.
+        Whatever the answer (200, a lost one, "400 already active"), only the listing decides:
+        every hospital active is success, some is Refused (the rest can never be activated),
+        none is a try that did nothing. Raises Refused, or GaveUp when tries run out.
         """
         attempts = self.attempts("activation", deadline)
         while True:
             try:
-                response = self._send("activate", "PATCH", f"/hospitals/batch/{batch_id}/activate")
+                self._call("activate", "PATCH", f"/hospitals/batch/{batch_id}/activate", _activation,
+                           deadline=deadline)
+                failure: NotSent | MaybeLanded = MaybeLanded("the directory answered 200 but did not "
+                                                             "activate the batch", answered=True)
             except NotSent as exc:
                 attempts.wait_after(exc)
                 continue
             except MaybeLanded as exc:
-                failure: NotSent | MaybeLanded = exc
-            else:
-                if response.status_code == 200:
-                    return
-                if response.status_code != 400 or ALREADY_ACTIVE not in message(response):
-                    raise Refused(response.status_code, message(response))
-                failure = MaybeLanded(message(response))
-            # Activation is one-shot: only the batch itself can tell whether a lost answer, or a
-            # "400 already active", means our own earlier attempt did the job.
+                failure = exc
+            except Refused as exc:
+                if exc.status != 400 or ALREADY_ACTIVE not in exc.message:
+                    raise
+                failure = MaybeLanded(exc.message, answered=True)
             listing = self.list_batch(batch_id, deadline)
-            if listing and all(h.active for h in listing):
-                return
-            if any(h.active for h in listing):
+            if _all_active(listing, batch_id, hospital_ids):
+                return listing
+            if any(h.active for h in listing if h.of_batch(batch_id)):
                 raise Refused(400, "part of the batch is active and the rest can never be activated")
             attempts.wait_after(failure)
 
     def delete_hospital(self, hospital_id: int, deadline: float | None = None) -> bool:
         """Delete one hospital upstream; False when it was already gone (404)."""
-        response = self._retrying(
-            f"deleting hospital {hospital_id}",
-            lambda: self._send("delete_hospital", "DELETE", f"/hospitals/{hospital_id}"), deadline)
-        if response.status_code == 404:
-            return False
-        if response.status_code not in (200, 204):
-            raise Refused(response.status_code, message(response))
-        return True
+        return self._retrying(f"deleting hospital {hospital_id}", lambda: self._call(
+            "delete_hospital", "DELETE", f"/hospitals/{hospital_id}", _deleted, deadline=deadline), deadline)
 
     def delete_batch(self, batch_id: str, deadline: float | None = None) -> int:
         """Delete every hospital of the batch upstream; return how many went (0 when none were left)."""
-        response = self._retrying(
-            f"deleting batch {batch_id}",
-            lambda: self._send("delete_batch", "DELETE", f"/hospitals/batch/{batch_id}"), deadline)
-        if response.status_code == 404:
-            return 0
-        if response.status_code != 200:
-            raise Refused(response.status_code, message(response))
-        return int(response.json().get("deleted_count", 0))
+        return self._retrying(f"deleting batch {batch_id}", lambda: self._call(
+            "delete_batch", "DELETE", f"/hospitals/batch/{batch_id}", _batch_deleted, deadline=deadline), deadline)
+
+
+# -- reading answers: each returns what its call promises, or raises Refused or Malformed ----
+
+
+def _listing(response: requests.Response) -> list[Hospital]:
+    if response.status_code == 404:
+        return []
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    return _hospitals(response)
+
+
+def _created(response: requests.Response, batch_id: str) -> Hospital:
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    hospital = Hospital.from_json(json_body(response))
+    if not hospital.of_batch(batch_id):
+        raise Malformed(f"the hospital created is in batch {hospital.creation_batch_id!r}, not this one")
+    return hospital
+
+
+def _activation(response: requests.Response) -> bool:
+    """True for a 200 that says how many it activated; a 200 that does not is Malformed."""
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    body = json_body(response)
+    if not isinstance(body, dict) or "error" in body:
+        raise Malformed(f"a 200 that says {message(response)!r}")
+    field(body, "activated_count", int)
+    return True
+
+
+def _deleted(response: requests.Response) -> bool:
+    if response.status_code == 404:
+        return False
+    if response.status_code not in (200, 204):
+        raise Refused(response.status_code, message(response))
+    return True
+
+
+def _batch_deleted(response: requests.Response) -> int:
+    if response.status_code == 404:
+        return 0
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    body = json_body(response)
+    if not isinstance(body, dict):
+        raise Malformed(f"a deletion's answer is {type(body).__name__}, not an object")
+    return int(field(body, "deleted_count", int))
+
+
+def _all_active(listing: list[Hospital], batch_id: str, hospital_ids: Collection[int]) -> bool:
+    """Whether the listing holds each of the hospitals, of this batch, active."""
+    active = {h.id for h in listing if h.of_batch(batch_id) and h.active}
+    return bool(hospital_ids) and set(hospital_ids) <= active

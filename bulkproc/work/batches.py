@@ -121,9 +121,11 @@ class Jobs:
         """Process a batch this process holds the lease of, in the calling thread."""
         in_batch_context(batch_id, self._process)(batch_id, False)
 
-    def run_in_background(self, batch_id: str, resuming: bool = False) -> Future:
-        """Process (or resume) a batch this process holds the lease of, on the batch executor."""
-        return self._batches.submit(in_batch_context(batch_id, self._process), batch_id, resuming)
+    def run_in_background(self, batch_id: str, resuming: bool = False,
+                          started: threading.Event | None = None) -> Future:
+        """Process (or resume) a batch this process holds the lease of, on the batch executor;
+        `started` is set once no row of it waits for a limiter slot any more."""
+        return self._batches.submit(in_batch_context(batch_id, self._process), batch_id, resuming, started)
 
     def take_over(self, batch_id: str) -> bool:
         """Take the lease of a resumable batch for this process; False when it is not done or
@@ -146,7 +148,7 @@ class Jobs:
     def _lease_end(self) -> float:
         return self._clock() + self.lease_seconds
 
-    def _process(self, batch_id: str, resuming: bool) -> None:
+    def _process(self, batch_id: str, resuming: bool, started: threading.Event | None = None) -> None:
         """Run the batch; when the store fails, stop sending, close the batch once the store is back,
         and raise StoreUnavailable naming it."""
         error = "Processing was stopped before it finished; the batch can be resumed."
@@ -154,7 +156,7 @@ class Jobs:
             self.store.start_run(batch_id, self._clock())
             log.info("processing (%s)", "resume" if resuming else "new")
             with self._leased(batch_id):
-                error = self._work(batch_id, resuming)
+                error = self._work(batch_id, resuming, started)
             self._end_run(batch_id, error)
         except StoreUnavailable as exc:
             log.error("the job store failed (%s): nothing more is sent, and the batch is closed, resumable, "
@@ -191,14 +193,14 @@ class Jobs:
         if not self._stopping.is_set():
             self._batches.submit(in_batch_context(batch_id, close))
 
-    def _work(self, batch_id: str, resuming: bool) -> str | None:
+    def _work(self, batch_id: str, resuming: bool, started: threading.Event | None = None) -> str | None:
         """Create what is missing and activate; return the batch-level error, if any."""
         deadline = time.monotonic() + self.batch_deadline
         try:
             todo = self._rows_to_create(batch_id, resuming, deadline)
             if todo:
                 self.client.wake(self.wake_timeout)
-                self.rows.create(batch_id, todo, deadline)
+                self.rows.create(batch_id, todo, deadline, started)
             if self._stopping.is_set() and not all(r.status in EXISTING
                                                    for r in self.store.get_batch(batch_id).rows):
                 return STOPPED_BATCH
@@ -273,17 +275,22 @@ class Jobs:
         batch = self.store.get_batch(batch_id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
-        self.rows.sweep(batch_id, deadline)
+        trusted = self.rows.sweep(batch_id, deadline) is not None
         self.store.set_status(batch_id, BatchStatus.ACTIVATING)
         try:
-            self.client.activate_batch(batch_id, deadline)
+            # It counts only when the listing shows every row's hospital active.
+            listing = self.client.activate_batch(batch_id, [r.hospital_id for r in batch.rows if r.hospital_id],
+                                                 deadline)
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
         self.store.mark_activated(batch_id)
-        # A creation slower than our wait for it may land between the sweep and the activation.
+        # A creation slower than our wait for it may land between the sweep and the activation:
+        # the listing that showed the batch active shows it too (unless the upstream's listings
+        # were found untrustworthy: then nothing is deleted, and it was said once).
         try:
-            self.rows.sweep(batch_id, deadline)
+            if trusted:
+                self.rows.sweep(batch_id, deadline, listing)
         except UpstreamError as exc:
             log.error("the batch is active, but could not be checked for late duplicates: %s", exc)
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from ..states import EXISTING, FINAL, RUNNING, BatchStatus, RowStatus
@@ -87,17 +86,24 @@ def settled_status(parts: list[ImportPart], now: float) -> str:
     return BatchStatus.FAILED
 
 
-def import_document(imp: Import, now: float, estimate: Callable[[Counter[str]], float]) -> dict[str, Any]:
-    """The contract's import document at `now`; `estimate(row_counts)` gives the seconds left."""
+def import_row_counts(imp: Import) -> Counter[str]:
+    """How many of the import's rows are in each status, over all its batches."""
+    counts: Counter[str] = Counter()
+    for part in imp.parts:
+        counts.update(part.batch.row_counts)
+    return counts
+
+
+def import_document(imp: Import, now: float, remaining: float | None) -> dict[str, Any]:
+    """The contract's import document at `now`, with `remaining` as its estimate of the seconds left
+    (the caller's; None for a final import)."""
     status = reported_import_status(imp, now)
     elapsed = imp.elapsed
     if imp.run_started_at is not None:
         # A run whose process died counts up to its last lease renewal.
         until = now if status in RUNNING else (imp.run_seen_at or imp.run_started_at)
         elapsed += max(0.0, until - imp.run_started_at)
-    counts: Counter[str] = Counter()
-    for part in imp.parts:
-        counts.update(part.batch.row_counts)
+    counts = import_row_counts(imp)
     return {
         "import_id": imp.id,
         "status": status,
@@ -105,7 +111,7 @@ def import_document(imp: Import, now: float, estimate: Callable[[Counter[str]], 
         "processed_hospitals": sum(counts[s] for s in EXISTING),
         "failed_hospitals": counts[RowStatus.FAILED],
         "processing_time_seconds": round(elapsed, 3),
-        "estimated_seconds_remaining": None if status in FINAL else estimate(counts),
+        "estimated_seconds_remaining": None if status in FINAL else remaining,
         "batches": [part_document(p, now) for p in imp.parts],
         "created_at": _iso(imp.created_at),
         "updated_at": _iso(max([imp.updated_at] + [p.batch.updated_at for p in imp.parts])),

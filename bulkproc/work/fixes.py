@@ -56,14 +56,21 @@ def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], no
     _check_changeable(batch, row, now)
     current = {"name": row.name, "address": row.address, "phone": row.phone or ""}
     fixed = _checked(number, {**current, **changes})
-    twin = _duplicate_of(fixed, [r for r in batch.rows if r.row != number])
+    # The duplicate check runs in the store's transaction, against the rows as they are committed:
+    # two fixes at once cannot both pass it against a snapshot read before either was written.
+    if not store.fix_row(batch.id, number, fixed.name, fixed.address, fixed.phone, FIXED_ERROR,
+                         check=lambda others: _refuse_duplicate(number, fixed, others)):
+        raise BatchConflict(f"Batch {batch.id} changed meanwhile (a resume or a rollback started); "
+                            "reload it and try again.")
+
+
+def _refuse_duplicate(number: int, fixed: rules.HospitalRow, others: list[Row]) -> None:
+    """RowRefused when `fixed` would duplicate one of the `others`, naming it."""
+    twin = _duplicate_of(fixed, others)
     if twin is not None:
         raise RowRefused(f"Row {number} was not changed: it would duplicate row {twin}.", [
             {"row": number, "column": None,
              "message": f"Row {twin} has the same name and address; change the name or the address."}])
-    if not store.fix_row(batch.id, number, fixed.name, fixed.address, fixed.phone, FIXED_ERROR):
-        raise BatchConflict(f"Batch {batch.id} changed meanwhile (a resume or a rollback started); "
-                            "reload it and try again.")
 
 
 def _check_changeable(batch: Batch, row: Row, now: float) -> None:

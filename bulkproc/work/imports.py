@@ -26,7 +26,13 @@ from ..logs import in_batch_context
 from ..states import FINAL, RUNNING, BatchStatus, RowStatus
 from ..store import Import, Row
 from .batches import Jobs, follow, is_uuid
-from .documents import import_document, import_summary, reported_import_status, settled_status
+from .documents import (
+    import_document,
+    import_row_counts,
+    import_summary,
+    reported_import_status,
+    settled_status,
+)
 from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,22 @@ LOOK_SECONDS = 0.5
 def split(rows: Sequence[HospitalRow], size: int) -> list[list[HospitalRow]]:
     """The rows in file order, cut into batches of at most `size`."""
     return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
+def last_slot_in(waiting: int, limit: int, span: float, used: int, oldest: float | None, start: float) -> float:
+    """Seconds until the last of `waiting` rows takes a slot of a limiter giving `limit` per `span`,
+    `used` of them taken (the oldest `oldest` seconds from now, so negative), none before `start`.
+
+    The free slots go at `start`, and are free again a span later; the used ones free a span after
+    the oldest. So each later span holds `used` slots from the oldest's cycle, then the rest.
+    """
+    free = max(0, limit - used)
+    if waiting <= free:
+        return start
+    later = waiting - free - 1  # the last row's place among those after the free slots
+    cycle, place = divmod(later, limit)
+    taken_at = oldest if oldest is not None and place < used else start
+    return max(start, taken_at + (cycle + 1) * span)
 
 
 # -- orchestration -----------------------------------------------------------------------
@@ -75,12 +97,17 @@ class Imports:
 
     def document(self, import_id: str) -> dict[str, Any]:
         """The import's document now; raises ImportNotFound."""
-        return import_document(self.load(import_id), self._clock(), self.estimate)
+        return self._document(self.load(import_id), self._clock())
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """Summaries of the newest `limit` imports, newest first."""
         now = self._clock()
-        return [import_summary(import_document(i, now, self.estimate)) for i in self.store.recent_imports(limit)]
+        return [import_summary(self._document(i, now)) for i in self.store.recent_imports(limit)]
+
+    def _document(self, imp: Import, now: float) -> dict[str, Any]:
+        """The import's document at `now`, its estimate computed here (no estimate for a final import)."""
+        final = reported_import_status(imp, now) in FINAL
+        return import_document(imp, now, None if final else self.estimate(import_row_counts(imp), now))
 
     def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
         """Every row of the import in file order, with its batch id."""
@@ -89,8 +116,9 @@ class Imports:
             for row in batch.rows:
                 yield batch.id, row
 
-    def estimate(self, counts: Counter[str]) -> float:
-        """Seconds until the rows not yet created could be, given the rate limit and what it has given out."""
+    def estimate(self, counts: Counter[str], now: float) -> float:
+        """Seconds from `now` until the rows not yet created could be, given the rate limit and the
+        slots it has given out (read from the store)."""
         waiting, in_flight = counts[RowStatus.PENDING], counts[RowStatus.IN_PROGRESS]
         if not waiting:
             return self.creation_seconds if in_flight else 0.0
@@ -98,15 +126,10 @@ class Imports:
             return math.ceil(waiting / self.concurrency) * self.creation_seconds
         limit, window = self.rate
         span = window * WINDOW_MARGIN + EDGE_SECONDS
-        now = self._clock()
         used, oldest, blocked_until = self.store.create_slots_in_use(span)
-        start = max(0.0, blocked_until - now)
-        free = max(0, limit - used)
-        if waiting <= free:
-            return round(start + self.creation_seconds, 1)
-        first = max(0.0, oldest + span - now) if oldest is not None else 0.0
-        windows = math.ceil((waiting - free) / limit) - 1
-        return round(start + first + windows * span + self.creation_seconds, 1)
+        last = last_slot_in(waiting, limit, span, used, None if oldest is None else oldest - now,
+                            max(0.0, blocked_until - now))
+        return round(last + self.creation_seconds, 1)
 
     def watch(self, import_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
         """The import's document now and after each change of it or its batches, or None when
@@ -207,21 +230,24 @@ class Imports:
                 continue  # finished, cancelled, or taken by a resume of its own
             # A batch never started needs no look at the upstream; any other learns what exists first.
             resuming = any(r.status != RowStatus.PENDING or r.attempted_at for r in batch.rows)
+            started = threading.Event()
             try:
-                futures.append(self.jobs.run_in_background(batch.id, resuming))
+                futures.append(self.jobs.run_in_background(batch.id, resuming, started))
             except RuntimeError:  # the executor is shut down: the service is stopping
                 break
-            self._wait_until_started(batch.id, lost)
+            futures[-1].add_done_callback(lambda _done, started=started: started.set())
+            self._wait_until_started(batch.id, started, lost)
         return futures
 
-    def _wait_until_started(self, batch_id: str, lost: threading.Event) -> None:
-        """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops)."""
-        while not self._should_stop(batch_id, lost):
-            batch = self.store.get_batch(batch_id)
-            if batch.status in FINAL or (batch.status != BatchStatus.QUEUED
-                                         and all(r.status != RowStatus.PENDING for r in batch.rows)):
+    def _wait_until_started(self, batch_id: str, started: threading.Event, lost: threading.Event) -> None:
+        """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops).
+
+        The batch runs in this process, so it says so itself: reading the store at every change
+        in the process (every row's outcome) cost the import more than its rows did.
+        """
+        while not started.wait(LOOK_SECONDS):
+            if self._should_stop(batch_id, lost):
                 return
-            self.store.wait_for_change(batch_id, batch.version, LOOK_SECONDS)
 
     def _should_stop(self, batch_id: str, lost: threading.Event) -> bool:
         return self.jobs.stopping or lost.is_set() or self.store.is_cancelling(batch_id)

@@ -1,4 +1,5 @@
-"""The create-rate limiter, shared through the job store by every thread, worker and instance."""
+"""The rate limiters (creations, and the upstream's other calls), shared through the job store by
+every thread, worker and instance."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 WINDOW_MARGIN = 1.02
 EDGE_SECONDS = 0.05
 DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the create-rate limit"
+READ_DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the read-rate limit"
 
 
 class Limiter(Protocol):
@@ -57,30 +59,32 @@ class NoLimiter:
 
 
 class RateLimiter:
-    """At most `limit` creations in any `window` seconds, across everything sharing the store."""
+    """At most `limit` requests of `kind` ("create", or "read": the upstream's other calls) in any
+    `window` seconds, across everything sharing the store."""
 
-    def __init__(self, store: Store, limit: int, window: float, *,
+    def __init__(self, store: Store, limit: int, window: float, *, kind: str = "create",
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] | None = None) -> None:
-        self.store, self.limit, self.window = store, limit, window
+        self.store, self.limit, self.window, self.kind = store, limit, window, kind
         self._span = window * WINDOW_MARGIN + EDGE_SECONDS
         # `clock` measures waits here; the back-off is dated on the store's clock, shared by every instance.
         self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock or store.now
 
     def take(self, wanted: int) -> tuple[int, float]:
         """Take up to `wanted` slots at once, without waiting; return (taken, seconds until the next frees)."""
-        return self.store.take_create_slots(self.limit, self._span, wanted)
+        return self.store.take_slots(self.kind, self.limit, self._span, wanted)
 
     def acquire(self, deadline: float | None = None) -> None:
-        """Wait until a creation slot is free and take it; GaveUp if that would pass `deadline`."""
+        """Wait until a slot is free and take it; GaveUp if that would pass `deadline`."""
         while True:
             taken, wait = self.take(1)
             if taken:
                 return
             if deadline is not None and self._clock() + wait >= deadline:
-                raise GaveUp(DEADLINE_MESSAGE)
+                raise GaveUp(DEADLINE_MESSAGE if self.kind == "create" else READ_DEADLINE_MESSAGE)
             self._sleep(wait)
-            metrics.rate_limit_wait.inc(wait)
+            if self.kind == "create":
+                metrics.rate_limit_wait.inc(wait)
 
     def back_off(self) -> bool:
         """After a 429 (someone else spent our quota), hold every creation until the window has reset."""
@@ -91,4 +95,4 @@ class RateLimiter:
     def give_back(self) -> None:
         """Return a slot whose request never reached the upstream, so that retries through an
         outage do not use up the window the rows need once it is over."""
-        self.store.return_create_slot()
+        self.store.return_slot(self.kind)

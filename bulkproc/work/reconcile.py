@@ -1,4 +1,5 @@
-"""Reading the batch back from the upstream: one shared read for many rows, and pairing rows with hospitals."""
+"""Reading the batch back from the upstream: one shared read for many rows, and pairing rows with
+hospitals, only ever with hospitals of the batch's own id (the listing is checked, not trusted)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ class Listings:
         with self._guard:
             self._latest.pop(batch_id, None)
             self._locks.pop(batch_id, None)
+
+
+def ours(batch_id: str, listing: list[Hospital]) -> list[Hospital]:
+    """The listed hospitals whose creation_batch_id is the batch's own."""
+    return [h for h in listing if h.of_batch(batch_id)]
+
+
+def strangers(batch_id: str, listing: list[Hospital]) -> list[Hospital]:
+    """The listed hospitals of other batches (a proxy or upstream that ignored the filter)."""
+    return [h for h in listing if not h.of_batch(batch_id)]
 
 
 def matches(row: Row, hospital: Hospital) -> bool:

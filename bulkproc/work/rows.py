@@ -7,7 +7,9 @@ A creation is not idempotent upstream, so what a failed POST means decides what 
   hospital if it is there. When the application did not answer, its creation may still be under
   way: read again once it could have landed (SETTLE_FACTOR), and post again only if it did not.
 A creation slower even than that lands beside our second one: before activation, and once more
-after it, the batch is swept of hospitals no row owns (only we write into our batch ids).
+after it, the batch is swept of hospitals no row owns (only we write into our batch ids). Rows are
+paired, and hospitals deleted, only among hospitals of the batch's own id, and a listing holding
+any of another batch is not trusted for deleting at all.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..states import EXISTING, RowStatus
 from ..store import Row, Store
 from ..upstream.client import DirectoryClient, Hospital
 from .rate_limit import DEADLINE_MESSAGE, Limiter
-from .reconcile import Listings, match, matches
+from .reconcile import Listings, match, matches, ours, strangers
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,9 @@ class RowCreator:
 
     # -- many rows -------------------------------------------------------------------------
 
-    def create(self, batch_id: str, rows: list[Row], deadline: float) -> None:
+    def create(self, batch_id: str, rows: list[Row], deadline: float, started: threading.Event | None = None) -> None:
         """Create the rows concurrently and return when every one has an outcome (StoreUnavailable when
-        one could not be written).
+        one could not be written); `started` is set once no row waits for a slot any more.
 
         Slots are taken here, as many at a time as the limit allows, and only rows holding one go
         to the executor: a row waiting for the window keeps no seat from rows that could go now,
@@ -95,6 +97,8 @@ class RowCreator:
                 log.info("import cancelled: rows not started read cancelled; rows in flight finish")
                 self.store.cancel_pending_rows(batch_id)
         finally:
+            if started is not None:
+                started.set()
             # Also when the store fails: whoever closes the batch must find no row still in flight.
             wait(futures)
             self._listings.forget(batch_id)
@@ -124,14 +128,14 @@ class RowCreator:
         for nothing. [] when shutdown interrupts the wait (the batch stays resumable as it was).
         """
         rows = self.store.get_batch(batch_id).rows
-        found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+        found, todo = match(rows, ours(batch_id, self.client.list_batch(batch_id, deadline)))
         settled_at = max((r.attempted_at + self.settle_seconds for r in todo if r.attempted_at is not None),
                          default=0.0)
         if settled_at > self._clock():
             log.info("waiting %.1f s for creations that may still be in flight", settled_at - self._clock())
             if self._stopping.wait(settled_at - self._clock()):
                 return []
-            found, todo = match(rows, self.client.list_batch(batch_id, deadline))
+            found, todo = match(rows, ours(batch_id, self.client.list_batch(batch_id, deadline)))
         for row, hospital in found.items():
             if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
                 self._record_created(batch_id, row, hospital.id)
@@ -140,10 +144,19 @@ class RowCreator:
         log.info("resume: %d of %d rows exist upstream", len(found), len(rows))
         return todo
 
-    def sweep(self, batch_id: str, deadline: float | None = None) -> int:
-        """Delete the batch's hospitals upstream that no row owns (late duplicates); return how many."""
+    def sweep(self, batch_id: str, deadline: float | None = None,
+              listing: list[Hospital] | None = None) -> int | None:
+        """Delete the batch's own hospitals upstream that no row owns (late duplicates), reading the
+        batch unless `listing` is given; return how many went, or None when the listing holds a
+        hospital of another batch: one that ignored its filter cannot tell what is ours."""
         owned = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.status in EXISTING}
-        extra = [h for h in self.client.list_batch(batch_id, deadline) if h.id not in owned]
+        listing = self.client.list_batch(batch_id, deadline) if listing is None else listing
+        if others := strangers(batch_id, listing):
+            log.warning("the directory's listing of batch %s holds %d hospitals of other batches (ids %s): "
+                        "it is not trusted, and nothing is deleted", batch_id, len(others),
+                        ", ".join(str(h.id) for h in others[:10]))
+            return None
+        extra = [h for h in listing if h.id not in owned]
         removed = sum(self.client.delete_hospital(h.id, deadline) for h in extra)
         if extra:
             log.warning("duplicates_removed=%d: late duplicates of our own retries deleted (ids %s)",
@@ -239,7 +252,8 @@ class RowCreator:
     def _find(self, batch_id: str, row: Row, listing: list[Hospital]) -> Hospital | None:
         """This row's hospital in the listing: same name, address and phone, not claimed by another row."""
         claimed = {r.hospital_id for r in self.store.get_batch(batch_id).rows if r.row != row.row and r.hospital_id}
-        return min((h for h in listing if h.id not in claimed and matches(row, h)), key=lambda h: h.id, default=None)
+        return min((h for h in ours(batch_id, listing) if h.id not in claimed and matches(row, h)),
+                   key=lambda h: h.id, default=None)
 
 
 def unfinished(rows: list[Row]) -> list[int]:

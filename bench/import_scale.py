@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import requests
 from _harness import Service, header, hospitals_csv, line, peak_rss_mb, verdict
@@ -93,7 +94,7 @@ def run(rows: int) -> dict[str, float]:
 
 def cpu_seconds(pid: int) -> float:
     """The user + system CPU time a live process has used, in seconds (from /proc/<pid>/stat)."""
-    stat = open(f"/proc/{pid}/stat").read()
+    stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

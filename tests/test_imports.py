@@ -318,6 +318,22 @@ def test_result_files_list_every_row_and_failed_rows_ready_to_upload_again(servi
     assert failed_row["error"] and failed_row["hospital_id"] == ""
 
 
+def test_results_csv_of_many_batches_lists_each_row_once_in_file_order_with_its_batch(make_app, serve_app):
+    # 30 batches of 2 rows: more than one read of rows, so the seams between reads are covered too.
+    # Their 60-odd batch reads would pass the upstream's 50 a window: no read limit here.
+    with serve(create_simulator(delay=0.05, create_limit=0, other_limit=0)) as unlimited:
+        service = serve_app(make_app(MAX_ROWS=2, HOSPITAL_API_BASE_URL=unlimited.url))
+        import_id = start_import(service, hospitals_csv(60))["import_id"]
+        document = wait_for(service, import_id)
+
+    lines = list(csv.DictReader(io.StringIO(service.get(f"/hospitals/imports/{import_id}/results.csv").text)))
+
+    assert [int(r["row"]) for r in lines] == list(range(1, 61))
+    batch_of = {n: b["batch_id"] for b in document["batches"] for n in range(b["first_row"], b["last_row"] + 1)}
+    assert [r["batch_id"] for r in lines] == [batch_of[n] for n in range(1, 61)]
+    assert [r["name"] for r in lines] == [f"Hospital {n}" for n in range(1, 61)]
+
+
 def test_with_a_token_every_import_request_needs_it(make_app, serve_app):
     service = serve_app(make_app(API_TOKEN="s3cret"))
 

@@ -12,6 +12,10 @@ from .records import Batch, Import, ImportPart
 from .schema import batch_rows, batches, import_batches, imports
 
 
+# Batches whose rows one INSERT statement writes when an import is recorded.
+INSERT_PARTS = 25
+
+
 class ImportRecords(Database):
     """Imports and the batches they are split into: reads, claims and the runner's transitions."""
 
@@ -33,9 +37,13 @@ class ImportRecords(Database):
                     idempotency_key=idempotency_key, file_sha256=file_sha256, **owned))
                 conn.execute(insert(batches), [{"id": batch_id, "total": len(rows), "activated": False, **owned}
                                                for batch_id, rows in parts])
-                conn.execute(insert(batch_rows), [
-                    {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
-                     "phone": r.phone, "status": RowStatus.PENDING} for batch_id, rows in parts for r in rows])
+                # A few hundred rows at a time: one statement for every row of a large file held
+                # its parameters, several times the rows' own size, all at once.
+                for start in range(0, len(parts), INSERT_PARTS):
+                    conn.execute(insert(batch_rows), [
+                        {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
+                         "phone": r.phone, "status": RowStatus.PENDING}
+                        for batch_id, rows in parts[start:start + INSERT_PARTS] for r in rows])
                 conn.execute(insert(import_batches), [
                     {"import_id": import_id, "position": position, "batch_id": batch_id,
                      "first_row": rows[0].row, "last_row": rows[-1].row}

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 # Seconds the upstream spends on one creation (hospital-directory-api.md), for the estimate.
 CREATION_SECONDS = 5.0
+# Batches whose rows one read of a result file takes: one read per batch cost more than the
+# rows, and all of them at once would hold a large import's rows in memory.
+READ_PARTS = 25
 # How long the runner waits for a sign of life from a batch before looking at it again.
 LOOK_SECONDS = 0.5
 
@@ -110,11 +113,11 @@ class Imports:
         return import_document(imp, now, None if final else self.estimate(import_row_counts(imp), now))
 
     def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
-        """Every row of the import in file order, with its batch id."""
-        for part in self.load(import_id).parts:
-            batch = self.store.get_batch(part.batch.id)
-            for row in batch.rows:
-                yield batch.id, row
+        """Every row of the import in file order, with its batch id, read a few batches at a time."""
+        parts = self.load(import_id).parts
+        for start in range(0, len(parts), READ_PARTS):
+            # The batches hold consecutive runs of the file's rows, so row order is file order.
+            yield from self.store.rows_of([p.batch.id for p in parts[start:start + READ_PARTS]])
 
     def estimate(self, counts: Counter[str], now: float) -> float:
         """Seconds from `now` until the rows not yet created could be, given the rate limit and the

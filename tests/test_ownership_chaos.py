@@ -561,19 +561,19 @@ class Run:
     # -- settling --------------------------------------------------------------------------
 
     def settle(self) -> None:
-        """End every fault, restart the dead, wait until nothing runs, and resume what can be."""
+        """Restart the dead, wait until nothing runs, end every fault, and resume what can be."""
         for timer in self.timers:
             timer.join()  # pauses and store faults end by themselves
         # The scripted faults stay until the work started has finished (a fault scripted last is
         # for work still to come): a batch runs for BATCH_DEADLINE at most, whatever they do.
-        if not self._wait_at_rest("the schedule", BATCH_DEADLINE + 5, upstream_idle=False):
-            return
-        self.sim.clear_faults()
-        self.sim.release_hangs()
         for slot in (0, 1):
             if self.cluster.services[slot] is None:
                 self.cluster.start(slot)
                 self.note(f"settle: started {self.cluster.current[slot].name}")
+        if not self._wait_at_rest("the schedule", BATCH_DEADLINE + 5, upstream_idle=False):
+            return
+        self.sim.clear_faults()
+        self.sim.release_hangs()
         if not self._wait_at_rest("the faults ended"):
             return
         self._resume_all()

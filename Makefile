@@ -25,11 +25,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# The chaos test with many fresh examples (make test runs a small derandomized budget).
+# The chaos tests with many fresh examples (make test runs a small derandomized budget):
+# upstream faults and kills of one process (test_chaos.py), and two instances on one store with
+# pauses, kills, store errors and wrong answers (test_ownership_chaos.py, several seconds an example).
+# CHAOS_SHRINK=0 reports a failure as found, without shrinking it.
 CHAOS_EXAMPLES ?= 200
 chaos: $(STAMP)
 	HYPOTHESIS_PROFILE=long CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) $(PY) -m pytest -m chaos -p no:cacheprovider \
-	  --hypothesis-show-statistics tests/test_chaos.py
+	  --hypothesis-show-statistics tests/test_chaos.py tests/test_ownership_chaos.py
 
 # A long schemathesis run against the live service: FUZZ_EXAMPLES generated requests per
 # operation (make test sends a few); no per-test timeout, since it is one long test.

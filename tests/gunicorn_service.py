@@ -220,3 +220,46 @@ class GunicornService:
             document = self.batch(batch_id)
             return document if document["status"] in statuses else None
         return wait_until(reached, timeout=timeout, what=f"batch {batch_id} to reach {sorted(statuses)}")
+
+
+# -- the whole service paused, and its store failing, for the ownership chaos test --------------
+
+def pause_group(service: GunicornService) -> None:
+    """SIGSTOP master and workers at once, as a long GC pause or a frozen VM would stop a host."""
+    os.killpg(service.pid, signal.SIGSTOP)
+
+
+def continue_group(service: GunicornService) -> None:
+    """SIGCONT master and workers after pause_group()."""
+    try:
+        os.killpg(service.pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass  # killed meanwhile
+
+
+# While the file STORE_FAULT_FILE names exists, every write of the app made by
+# app_with_store_faults() fails as SQLite's "database is locked" does once busy_timeout has passed.
+STORE_FAULT_FILE = "TEST_STORE_FAULT_FILE"
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def app_with_store_faults():
+    """The service's app (`tests.gunicorn_service:app_with_store_faults()`), whose store writes
+    fail while the file named by TEST_STORE_FAULT_FILE exists."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from bulkproc import create_app
+
+    app = create_app()
+    flag = Path(os.environ[STORE_FAULT_FILE])
+
+    def fail_writes(_conn, _cursor, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(_WRITES) and flag.exists():
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorname = "SQLITE_BUSY"
+            raise error
+
+    event.listen(app.extensions["bulkproc"].store.engine, "before_cursor_execute", fail_writes)
+    return app

@@ -97,3 +97,13 @@ class ServedApp:
         self._server.shutdown()
         self._thread.join()
         self._server.server_close()
+
+
+def waited_for(condition: Callable[[], object], *, timeout: float, interval: float = 0.02) -> bool:
+    """Like wait_until, but False instead of an AssertionError when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)  # sleep-ok: the pause between looks of a loop bounded by `deadline`
+    return True

@@ -345,7 +345,7 @@ class Jobs:
 
     def _roll_back(self, run: Run) -> None:
         try:
-            if not self.rows.settle(run, self.store.get_batch(run.id).rows, what="before deleting"):
+            if self.rows.settle(run, self._may_land(run), what="before deleting") is False:
                 raise UpstreamError("the service is stopping; send the DELETE again")
             run.holds(self.store.holds(run))
             deleted = self.client.delete_batch(run.id)
@@ -355,6 +355,10 @@ class Jobs:
         run.holds(self.store.mark_rolled_back(run))
         metrics.batches_finished.labels(BatchStatus.ROLLED_BACK).inc()
         log.info("rolled back: %d hospitals deleted upstream", deleted)
+
+    def _may_land(self, run: Run) -> list[Row]:
+        """The rows not known to exist whose last creation may still land (a dead run's, in flight)."""
+        return [r for r in self.store.get_batch(run.id).rows if r.status not in EXISTING]
 
     def _delete_again(self, batch_id: str) -> None:
         """A rolled_back batch asked to roll back again: delete whatever landed since; it stays rolled_back."""

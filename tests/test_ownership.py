@@ -55,7 +55,7 @@ def test_batches_queued_behind_the_batch_pool_never_read_interrupted(make_app, s
 
     wait_until(all_final, timeout=60, what="every batch to finish", interval=0.1)
     assert "interrupted" not in seen
-    assert set(statuses(service)[i] for i in ids) == {"completed"}
+    assert {statuses(service)[i] for i in ids} == {"completed"}
     assert len(upstream.sim.hospitals()) == 40
 
 

@@ -125,16 +125,11 @@ class Jobs:
               file_sha256: str | None = None) -> tuple[str, bool]:
         """Record a new batch owned by a new run of this process; (id, True), or an earlier upload's (id, False)."""
         run = Run(str(uuid.uuid4()), new_token())
-        # Held before it is written, so that its lease is renewed from its first moment.
-        self.heartbeat.hold(run)
-        new = False
-        try:
-            batch_id, new = self.store.insert_batch(run.id, rows, owner=self.owner, lease_until=self._lease_end(),
-                                                    token=run.token, idempotency_key=idempotency_key,
-                                                    file_sha256=file_sha256)
-        finally:
-            if not new:
-                self.heartbeat.let_go(run)
+        batch_id, new = self.store.insert_batch(run.id, rows, owner=self.owner, lease_until=self._lease_end(),
+                                                token=run.token, idempotency_key=idempotency_key,
+                                                file_sha256=file_sha256)
+        if new:  # its lease, written with it, lasts until the heartbeat's next renewal
+            self.heartbeat.hold(run)
         return batch_id, new
 
     def run(self, batch_id: str) -> None:

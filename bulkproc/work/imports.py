@@ -122,15 +122,12 @@ class Imports:
         """Record a new import and its batches, owned by a new run of this process; (id, True), or an
         earlier upload's (id, False) for a repeated idempotency key."""
         parts = [(str(uuid.uuid4()), chunk) for chunk in split(rows, self.batch_rows)]
-        run = self.heartbeat.hold(Run(str(uuid.uuid4()), new_token(), "import"))
-        new = False
-        try:
-            import_id, new = self.store.insert_import(run.id, parts, owner=self.jobs.owner,
-                                                      lease_until=self._lease_end(), token=run.token,
-                                                      idempotency_key=idempotency_key, file_sha256=file_sha256)
-        finally:
-            if not new:
-                self.heartbeat.let_go(run)
+        run = Run(str(uuid.uuid4()), new_token(), "import")
+        import_id, new = self.store.insert_import(run.id, parts, owner=self.jobs.owner,
+                                                  lease_until=self._lease_end(), token=run.token,
+                                                  idempotency_key=idempotency_key, file_sha256=file_sha256)
+        if new:  # its lease, written with it, lasts until the heartbeat's next renewal
+            self.heartbeat.hold(run)
         return import_id, new
 
     def run_in_background(self, import_id: str) -> Future:

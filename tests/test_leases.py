@@ -69,7 +69,7 @@ def every_transition(store: Store, run: Run) -> dict[str, bool]:
         "set_status": store.set_status(run, BatchStatus.PROCESSING),
         "set_error": store.set_error(run, "waiting"),
         "mark_rows_in_flight": store.mark_rows_in_flight(run, [1], now),
-        "start_rows": bool(store.start_rows(run, [2])),
+        "start_rows": bool(store.start_rows(run, [2], now)),
         "record_created": store.record_created(run, 1, 101),
         "record_row_failed": store.record_row_failed(run, 2, "refused"),
         "mark_row_unsent": store.mark_row_unsent(run, 2),

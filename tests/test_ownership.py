@@ -188,9 +188,8 @@ def test_attempted_at_is_when_the_post_goes_out_not_when_its_slot_was_taken(app,
     batch_id, _ = jobs.start(parse(hospitals_csv(1).encode()))
     run = jobs.heartbeat.find("batch", batch_id)
     assert jobs.store.start_run(run, time.time())
-    assert jobs.store.start_rows(run, [1])  # the slot is taken; the row may wait for a thread now
-    slot_taken = time.time()
-    assert jobs.store.get_batch(batch_id).rows[0].attempted_at is None
+    slot_at = time.time() - 1.0  # the slot was taken a second ago: the row waited for a thread
+    assert jobs.store.start_rows(run, [1], slot_at)
     sent: list[float] = []
     real_create = jobs.client.create_hospital
 
@@ -199,7 +198,7 @@ def test_attempted_at_is_when_the_post_goes_out_not_when_its_slot_was_taken(app,
         return real_create(*args)
 
     jobs.client.create_hospital = create
-    jobs.rows.post(run, jobs.store.get_batch(batch_id).rows[0])
+    jobs.rows.post(run, jobs.store.get_batch(batch_id).rows[0], None, slot_at)
 
     attempted = jobs.store.get_batch(batch_id).rows[0].attempted_at
-    assert slot_taken <= attempted <= sent[0]
+    assert slot_at + 1.0 <= attempted <= sent[0]

@@ -219,11 +219,10 @@ class BatchRecords(Database):
         return True
 
 
-    def start_rows(self, run: Run, rows: Iterable[int]) -> bool | None:
-        """Mark rows holding a limiter slot in flight, unless the batch's import is being cancelled;
-        return whether they may go (None when the run lost the batch). One transaction, so a cancel
-        either comes first and no row starts, or comes after and finds them in flight. Each row's
-        `attempted_at` is written when its POST goes out (mark_rows_in_flight)."""
+    def start_rows(self, run: Run, rows: Iterable[int], now: float) -> bool | None:
+        """Mark rows holding a limiter slot in flight from `now`, unless the batch's import is being
+        cancelled; return whether they may go (None when the run lost the batch). One transaction,
+        so a cancel either comes first and no row starts, or comes after and finds them in flight."""
         with self._write() as conn:
             if self._cancelling(conn, run.id):
                 return False
@@ -231,7 +230,7 @@ class BatchRecords(Database):
                 return None
             conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id,
                                                   batch_rows.c.row.in_(list(rows)))
-                         .values(status=RowStatus.IN_PROGRESS, error=None))
+                         .values(status=RowStatus.IN_PROGRESS, error=None, attempted_at=now))
         self._notify()
         return True
 

@@ -47,6 +47,10 @@ CANCEL_POLL_SECONDS = 0.25
 SETTLE_FACTOR = 3
 # Reads of a batch are made on this grid (seconds), so a burst of failures costs one read.
 READ_TICK = 0.1
+# A row sent within this share of the settle wait (at most a second) after its slot's write keeps
+# that moment as `attempted_at`: the wait it sets is short by a hundredth at worst, and each row
+# spares a write. One that waited longer for a thread is written again as it goes out.
+SENT_AT_ONCE_SHARE, SENT_AT_ONCE_MAX = 0.01, 1.0
 STOPPED_ROW = "The service stopped before this row was created; resume the batch to create it."
 
 
@@ -64,6 +68,7 @@ class RowCreator:
         self._executor, self._stopping = executor, stopping
         # How long after it was sent a creation may still land upstream.
         self.settle_seconds = settle_seconds
+        self._sent_at_once = min(SENT_AT_ONCE_MAX, settle_seconds * SENT_AT_ONCE_SHARE)
         self._clock = clock
         self._listings = Listings(client, clock)
         # Batches waiting for earlier creations to settle (an import starts its next batch meanwhile).
@@ -88,11 +93,12 @@ class RowCreator:
                 taken, wait_seconds = self.limiter.take(len(waiting))
                 going, waiting = waiting[:taken], waiting[taken:]
                 if going:
-                    started = self.store.start_rows(run, [r.row for r in going])
+                    slot_at = self._clock()
+                    started = self.store.start_rows(run, [r.row for r in going], slot_at)
                     run.holds(started is not None)
                     if not started:
                         break  # its import was cancelled between the look and the slots
-                    futures += [self._executor.submit(work, run, row, deadline) for row in going]
+                    futures += [self._executor.submit(work, run, row, deadline, slot_at) for row in going]
                 if waiting and time.monotonic() + wait_seconds >= deadline:
                     run.holds(self.store.mark_rows_failed(run, [r.row for r in waiting],
                                                           f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed."))
@@ -187,7 +193,7 @@ class RowCreator:
 
     # -- one row ---------------------------------------------------------------------------
 
-    def _create_row(self, run: Run, row: Row, deadline: float) -> None:
+    def _create_row(self, run: Run, row: Row, deadline: float, slot_at: float | None = None) -> None:
         """Create one row upstream and record its outcome; a row's failure is data, never raised.
 
         Raises StoreUnavailable: then nothing more is sent for the row (each attempt is written
@@ -195,7 +201,7 @@ class RowCreator:
         RunLost: the run lost the batch, so nothing more is sent or written.
         """
         try:
-            hospital = self.post(run, row, deadline)
+            hospital = self.post(run, row, deadline, slot_at)
         except (StoreUnavailable, RunLost):
             raise
         except Refused as exc:
@@ -228,11 +234,12 @@ class RowCreator:
         run.holds(self.store.record_row_failed(run, row.row, error, may_have_landed=may_have_landed))
         metrics.rows_failed.inc()
 
-    def post(self, run: Run, row: Row, deadline: float | None = None) -> Hospital:
-        """Post the row until it exists upstream, at most once; its first slot is already taken.
+    def post(self, run: Run, row: Row, deadline: float | None = None, slot_at: float | None = None) -> Hospital:
+        """Post the row until it exists upstream, at most once; its first slot is already taken
+        (written in flight at `slot_at`, when given).
 
-        Each attempt is written (with the moment it goes out) just before it is sent, which also
-        proves the run still owns the batch. Raises Refused, GaveUp, _Stopped or RunLost.
+        Each attempt is written (with the moment it goes out) before it is sent, which also proves
+        the run still owns the batch. Raises Refused, GaveUp, _Stopped or RunLost.
         """
         batch_id = run.id
         attempts = self.client.attempts(f"creating row {row.row}", deadline)
@@ -243,9 +250,10 @@ class RowCreator:
             run.check()
             if not first:
                 self.limiter.acquire(deadline)
-            first = False
             sent_at = self._clock()
-            run.holds(self.store.mark_rows_in_flight(run, [row.row], sent_at))
+            if not first or slot_at is None or sent_at - slot_at > self._sent_at_once:
+                run.holds(self.store.mark_rows_in_flight(run, [row.row], sent_at))
+            first = False
             try:
                 return self.client.create_hospital(batch_id, row.name, row.address, row.phone)
             except NotSent as exc:

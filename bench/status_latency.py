@@ -195,7 +195,7 @@ def timed_store_upload(upstream_url: str, directory: Path) -> tuple[float, float
         return timed
 
     # Every named transition writes through _change; the other calls each run their own transaction.
-    for name in ("insert_batch", "get_batch", "version", "_change", "renew_lease", "take_lease",
+    for name in ("insert_batch", "get_batch", "version", "_change", "renew_leases", "take_lease",
                  "take_create_slots", "return_create_slot", "block_creates"):
         setattr(store, name, timing(name, getattr(store, name)))
     client = app.test_client()

@@ -72,6 +72,14 @@ class StoreUnavailable(DomainError):
         return StoreUnavailable(self.reason, batch_id)
 
 
+class RunLost(Exception):
+    """A run found another run owns its batch or import now: it stops at once and writes nothing more."""
+
+    def __init__(self, work_id: str) -> None:
+        super().__init__(f"another run owns {work_id} now")
+        self.work_id = work_id
+
+
 class StoreRefusedValue(DomainError):
     """The job store cannot keep a value of the request (PostgreSQL text cannot hold NUL)."""
 

@@ -1,8 +1,9 @@
-"""The running parts of one process, built and closed in order: store, client, limiter, runs, streams."""
+"""The running parts of one process, built and closed in order: store, heartbeat, client, limiter, runs, streams."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from typing import Any
 from .store import Store
 from .upstream.client import DirectoryClient
 from .web.streams import StreamSlots
-from .work.batches import Jobs
+from .work.batches import Jobs, process_id
+from .work.heartbeat import Heartbeat
 from .work.imports import Imports
 from .work.rate_limit import Limiter, NoLimiter, RateLimiter
 from .work.rows import SETTLE_FACTOR
@@ -20,6 +22,7 @@ from .work.rows import SETTLE_FACTOR
 @dataclass
 class Runtime:
     store: Store
+    heartbeat: Heartbeat
     client: DirectoryClient
     limiter: Limiter
     jobs: Jobs
@@ -32,24 +35,30 @@ class Runtime:
         store = Store(config["DATABASE_URL"] or _default_database(instance_path), clock=clock)
         # Listings, activations and deletions share one window, as the upstream's other endpoints do.
         reads = config.get("READ_RATE")
+        # Set once when the process stops: every back-off, rate-limit and settle wait returns early.
+        stopping = threading.Event()
+        heartbeat = Heartbeat(store, process_id(), config["LEASE_SECONDS"], store.now, stopping=stopping)
         client = DirectoryClient(
             config["HOSPITAL_API_BASE_URL"], connect_timeout=config["CONNECT_TIMEOUT"],
             read_timeout=config["READ_TIMEOUT"], max_attempts=config["MAX_ATTEMPTS"],
             pool_size=config["CONCURRENCY"] + 4, backoff=config["BACKOFF_SECONDS"],
-            rate_limit_pause=config["RATE_LIMIT_PAUSE"], outage_grace=config["OUTAGE_GRACE"],
-            pacer=RateLimiter(store, *reads, kind="read") if reads else None)
-        limiter = RateLimiter(store, *config["CREATE_RATE"]) if config["CREATE_RATE"] else NoLimiter()
+            rate_limit_pause=config["RATE_LIMIT_PAUSE"], outage_grace=config["OUTAGE_GRACE"], sleep=stopping.wait,
+            pacer=RateLimiter(store, *reads, kind="read", sleep=stopping.wait) if reads else None)
+        limiter = (RateLimiter(store, *config["CREATE_RATE"], sleep=stopping.wait) if config["CREATE_RATE"]
+                   else NoLimiter())
         jobs = Jobs(
             store, client, limiter=limiter, concurrency=config["CONCURRENCY"], lease_seconds=config["LEASE_SECONDS"],
             batch_deadline=config["BATCH_DEADLINE"], wake_timeout=config["WAKE_TIMEOUT"],
-            settle_seconds=SETTLE_FACTOR * config["READ_TIMEOUT"] + config["CONNECT_TIMEOUT"])
+            settle_seconds=SETTLE_FACTOR * config["READ_TIMEOUT"] + config["CONNECT_TIMEOUT"],
+            stopping=stopping, heartbeat=heartbeat)
         imports = Imports(
             jobs, batch_rows=config["MAX_ROWS"], rate=config["CREATE_RATE"],
             concurrency=config["CONCURRENCY"], creation_seconds=config.get("IMPORT_CREATION_SECONDS", 5.0))
-        return cls(store, client, limiter, jobs, imports, StreamSlots(config["MAX_STREAMS"]))
+        return cls(store, heartbeat, client, limiter, jobs, imports, StreamSlots(config["MAX_STREAMS"]))
 
     def close(self) -> None:
-        """Stop the runs (cutting waits short, imports first) and the client, then the store."""
+        """Stop the runs (cutting waits short, imports first), the heartbeat (which renews until every
+        run has ended) and the client, then the store."""
         self.jobs.close()
         self.store.close()
 

@@ -62,7 +62,7 @@ def test_a_live_lease_is_live_for_an_instance_whose_clock_runs_ahead(skewed_stor
 
     batch = fast.get_batch(batch_id)
     assert reported_status(batch, batch.read_at) == BatchStatus.QUEUED
-    assert not fast.take_lease(batch_id, "fast-host", fast.now() + 10, ())
+    assert not fast.take_lease(batch_id, "fast-host", fast.now() + 10, (), "fast-run")
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)

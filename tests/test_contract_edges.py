@@ -10,7 +10,7 @@ import pytest
 
 from bulkproc.errors import StoreRefusedValue
 from bulkproc.files.rules import HospitalRow
-from bulkproc.store import Store
+from bulkproc.store import Run, Store
 from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv
 
@@ -82,7 +82,7 @@ class TestNulOnPostgres:
         try:
             with pytest.raises(StoreRefusedValue):
                 store.insert_batch(str(uuid.uuid4()), [HospitalRow(1, "A\x00B", "1 Main St", None)],
-                                   owner="me", lease_until=time.time() + 60)
+                                   owner="me", token="t", lease_until=time.time() + 60)
         finally:
             store.close()
 
@@ -90,8 +90,8 @@ class TestNulOnPostgres:
         store = Store(store_url)
         try:
             batch_id, _ = store.insert_batch(str(uuid.uuid4()), [HospitalRow(1, "A", "1 Main St", None)],
-                                             owner="me", lease_until=time.time() + 60)
-            store.record_row_failed(batch_id, 1, "refused: bad\x00name")
+                                             owner="me", token="t", lease_until=time.time() + 60)
+            store.record_row_failed(Run(batch_id, "t"), 1, "refused: bad\x00name")
             assert store.get_batch(batch_id).rows[0].error == "refused: bad\ufffdname"
         finally:
             store.close()

@@ -9,6 +9,7 @@ import requests
 
 from bulkproc.files.rules import parse
 from bulkproc.simulator import create_simulator, serve
+from bulkproc.store import Run
 from tests.support import hospitals_csv
 
 
@@ -22,11 +23,11 @@ def test_resume_of_an_interrupted_batch_creates_only_the_missing_rows(app, servi
     jobs = app.extensions["bulkproc"]
     rows = parse(hospitals_csv(6).encode())
     # A dead process's batch: its lease already lapsed, rows 1-3 created upstream, row 2 recorded.
-    batch_id, _ = jobs.store.insert_batch("9b2f6f3a-1c4d-4e5f-8a9b-0c1d2e3f4a5b", rows, owner="dead:1",
+    batch_id, _ = jobs.store.insert_batch("9b2f6f3a-1c4d-4e5f-8a9b-0c1d2e3f4a5b", rows, owner="dead:1", token="t",
                                           lease_until=time.time() - 1)
     made = [create_upstream(upstream, batch_id, r) for r in rows[:3]]
-    jobs.store.mark_rows_in_flight(batch_id, [1, 3], time.time())
-    jobs.store.record_created(batch_id, 2, made[1]["id"])
+    jobs.store.mark_rows_in_flight(Run(batch_id, "t"), [1, 3], time.time())
+    jobs.store.record_created(Run(batch_id, "t"), 2, made[1]["id"])
     assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "interrupted"
     creations_before = upstream.sim.stats["create_requests"]
 
@@ -97,10 +98,10 @@ def test_a_live_batch_keeps_its_lease_through_a_long_wake_up(make_app, serve_app
 def test_resume_waits_for_a_creation_still_in_flight_instead_of_posting_it_twice(app, service, upstream):
     jobs = app.extensions["bulkproc"]
     rows = parse(hospitals_csv(3).encode())
-    batch_id, _ = jobs.store.insert_batch("5c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", rows, owner="dead:2",
+    batch_id, _ = jobs.store.insert_batch("5c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5", rows, owner="dead:2", token="t",
                                           lease_until=time.time() - 1)
     # The dead process sent row 1 just before it died; the upstream stores it 0.5 s later.
-    jobs.store.mark_rows_in_flight(batch_id, [1], time.time())
+    jobs.store.mark_rows_in_flight(Run(batch_id, "t"), [1], time.time())
     upstream.sim.delay = 0.5
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(create_upstream, upstream, batch_id, rows[0])

@@ -10,7 +10,7 @@ import pytest
 
 from bulkproc.files import rules as csv_input
 from bulkproc.files.results import failed_lines, neutralise, results_lines
-from bulkproc.store import Row
+from bulkproc.store import Row, Run
 from tests.support import hospitals_csv
 
 
@@ -145,9 +145,9 @@ def test_failed_csv_lists_the_failed_rows_with_their_errors_ready_to_upload(clie
 def test_an_upstream_error_message_is_neutralised_in_both_files(app, client):
     store = app.extensions["bulkproc"].store
     batch_id, _ = store.insert_batch(str(uuid.uuid4()), csv_input.parse(hospitals_csv(1).encode()),
-                                     owner="test", lease_until=0)
-    store.record_row_failed(batch_id, 1, "=1+1 refused by the directory")
-    store.set_status(batch_id, "failed")
+                                     owner="test", token="t", lease_until=0)
+    store.record_row_failed(Run(batch_id, "t"), 1, "=1+1 refused by the directory")
+    store.set_status(Run(batch_id, "t"), "failed")
 
     for name in ("results.csv", "failed.csv"):
         text = client.get(f"/hospitals/bulk/{batch_id}/{name}").get_data(as_text=True)

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from bulkproc.files import rules as csv_input
+from bulkproc.store import Run
 from bulkproc.work.fixes import FIXED_ERROR
 from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import hospitals_csv
@@ -19,13 +20,13 @@ from tests.support import hospitals_csv
 def _batch(store, *, rows: int = 3, failed=(2,), status: str = "partially_failed", lease_until: float = 0.0) -> str:
     """A batch at rest as a run leaves it: rows created, except `failed` ones refused upstream."""
     batch_id, _ = store.insert_batch(str(uuid.uuid4()), csv_input.parse(hospitals_csv(rows).encode()),
-                                     owner="test", lease_until=lease_until)
+                                     owner="test", token="t", lease_until=lease_until)
     for n in range(1, rows + 1):
         if n in failed:
-            store.record_row_failed(batch_id, n, "The directory refused the row: name")
+            store.record_row_failed(Run(batch_id, "t"), n, "The directory refused the row: name")
         else:
-            store.record_created(batch_id, n, 100 + n)
-    store.set_status(batch_id, status)
+            store.record_created(Run(batch_id, "t"), n, 100 + n)
+    store.set_status(Run(batch_id, "t"), status)
     return batch_id
 
 
@@ -235,7 +236,7 @@ def test_rows_that_cannot_change_now_are_409(client, store, status, lease_until,
 
 def test_the_store_refuses_a_fix_once_a_resume_took_the_batch(store):
     batch_id = _batch(store)
-    assert store.take_lease(batch_id, "other", time.time() + 60, ["partially_failed"])
+    assert store.take_lease(batch_id, "other", time.time() + 60, ["partially_failed"], "other-run")
 
     assert store.fix_row(batch_id, 2, "Mercy", "1 Main St", None, FIXED_ERROR) is False
     assert _stored_row(store, batch_id, 2).name == "Hospital 2"

@@ -13,7 +13,7 @@ from responses.registries import OrderedRegistry
 
 from bulkproc.errors import GaveUp, Refused
 from bulkproc.files.rules import HospitalRow
-from bulkproc.store import Store
+from bulkproc.store import Run, Store
 from bulkproc.upstream.client import DirectoryClient
 from bulkproc.work.rate_limit import NoLimiter
 from bulkproc.work.rows import RowCreator
@@ -59,7 +59,8 @@ def sleeps() -> list[float]:
 def store(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/jobs.sqlite3")
     store.insert_batch(BATCH, [HospitalRow(1, "General", "1 Main St", "555-1234"),
-                               HospitalRow(2, "Another row", "2 Main St", None)], owner="test", lease_until=0)
+                               HospitalRow(2, "Another row", "2 Main St", None)], owner="test", token="t",
+                      lease_until=0)
     yield store
     store.close()
 
@@ -93,7 +94,7 @@ def row(store, number: int = 1):
 
 
 def create(creator, **kwargs):
-    return creator.post(BATCH, row(creator.store), **kwargs)
+    return creator.post(Run(BATCH, "t"), row(creator.store), **kwargs)
 
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
@@ -191,7 +192,7 @@ def test_a_500_that_created_nothing_is_posted_again_after_reading(creator):
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
 def test_a_hospital_claimed_by_another_row_is_not_taken(creator):
-    creator.store.record_created(BATCH, 2, 5)  # row 2 owns hospital 5, though it carries row 1's data
+    creator.store.record_created(Run(BATCH, "t"), 2, 5)  # row 2 owns hospital 5, though it carries row 1's data
     responses.post(CREATE, status=500, json={"detail": "Internal Server Error"})
     responses.get(LIST, json=[hospital(id_=5)])
     responses.post(CREATE, json=hospital(id_=9))
@@ -224,7 +225,7 @@ def test_the_deadline_stops_the_retries(make_creator):
 
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
 def test_a_post_that_never_connected_gives_its_slot_back_and_leaves_nothing_to_wait_for(creator):
-    creator.store.mark_rows_in_flight(BATCH, [1], 1000.0)
+    creator.store.mark_rows_in_flight(Run(BATCH, "t"), [1], 1000.0)
     responses.post(CREATE, body=requests.exceptions.ConnectTimeout("connect timed out"))
     responses.post(CREATE, **RATE_LIMITED)
     responses.post(CREATE, json=hospital())
@@ -237,7 +238,7 @@ def test_a_post_that_never_connected_gives_its_slot_back_and_leaves_nothing_to_w
 @responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
 def test_a_row_whose_posts_never_reached_the_directory_is_known_absent(make_creator):
     creator = make_creator(max_attempts=2)
-    creator.store.mark_rows_in_flight(BATCH, [1], 1000.0)
+    creator.store.mark_rows_in_flight(Run(BATCH, "t"), [1], 1000.0)
     responses.post(CREATE, body=requests.exceptions.ConnectTimeout("connect timed out"))
     responses.post(CREATE, **RATE_LIMITED)
     responses.post(CREATE, body=requests.exceptions.ConnectTimeout("connect timed out"))

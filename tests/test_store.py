@@ -9,16 +9,19 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from bulkproc.errors import IdempotencyMismatch
 from bulkproc.files.rules import HospitalRow
 from bulkproc.states import RESUMABLE, BatchStatus, RowStatus
-from bulkproc.store import Store, limiter, metadata
+from bulkproc.store import Run, Store, limiter, metadata
 from bulkproc.store import database as store_module
+from bulkproc.store.schema import batches
 from tests.postgres import postgres_url, store_url  # noqa: F401
 
 T0 = 1_700_000_000.0
+# The run token the batches of these tests are written with (test_leases.py tests the fence itself).
+TOKEN = "run-a"
 JOIN_SECONDS = 20
 
 
@@ -69,10 +72,16 @@ def hospital_rows(count: int) -> list[HospitalRow]:
 
 def new_batch(store: Store, count: int = 3, *, owner: str = "worker-a", lease_until: float = T0 + 10,
               **kwargs) -> str:
+    kwargs.setdefault("token", TOKEN)
     batch_id, created = store.insert_batch(str(uuid.uuid4()), hospital_rows(count), owner=owner,
                                            lease_until=lease_until, **kwargs)
     assert created
     return batch_id
+
+
+def mine(batch_id: str, token: str = TOKEN) -> Run:
+    """The test's run of the batch (the token it was written with)."""
+    return Run(batch_id, token)
 
 
 def run_together(count: int, target: Callable[[int], object]) -> list[object]:
@@ -244,17 +253,17 @@ def test_every_update_bumps_the_version(store, clock):
     seen = [store.version(batch_id)]
 
     clock.advance(1)
-    store.start_run(batch_id, clock())
+    store.start_run(mine(batch_id), clock())
     seen.append(store.version(batch_id))
-    store.mark_rows_in_flight(batch_id, [1], clock())
+    store.mark_rows_in_flight(mine(batch_id), [1], clock())
     seen.append(store.version(batch_id))
-    store.record_created(batch_id, 1, 101)
+    store.record_created(mine(batch_id), 1, 101)
     seen.append(store.version(batch_id))
-    store.mark_rows_failed(batch_id, [2, 3], "refused")
+    store.mark_rows_failed(mine(batch_id), [2, 3], "refused")
     seen.append(store.version(batch_id))
-    store.release_lease(batch_id, BatchStatus.PARTIALLY_FAILED)
+    store.release_lease(mine(batch_id), BatchStatus.PARTIALLY_FAILED)
     seen.append(store.version(batch_id))
-    assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE)
+    assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE, "run-b")
     seen.append(store.version(batch_id))
 
     assert seen == list(range(7))
@@ -271,9 +280,9 @@ def test_concurrent_updates_of_one_batch_lose_nothing(store):
     def update(index: int) -> None:
         for n in range(10):
             if n % 2:
-                store.mark_rows_failed(batch_id, [index + 1], f"attempt {n}")
+                store.mark_rows_failed(mine(batch_id), [index + 1], f"attempt {n}")
             else:
-                store.set_status(batch_id, BatchStatus.PROCESSING)
+                store.set_status(mine(batch_id), BatchStatus.PROCESSING)
 
     run_together(20, update)
 
@@ -333,10 +342,10 @@ def test_concurrent_uploads_with_one_idempotency_key_make_one_batch(make_store):
 def test_only_one_of_two_concurrent_takers_gets_the_lease(make_store, clock, round_):
     first, second = make_store(), make_store()
     batch_id = new_batch(first)
-    first.release_lease(batch_id, BatchStatus.PARTIALLY_FAILED)
+    first.release_lease(mine(batch_id), BatchStatus.PARTIALLY_FAILED)
 
     won = run_together(2, lambda i: (first, second)[i].take_lease(
-        batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}))
+        batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}, f"run-{i}"))
 
     assert sorted(won) == [False, True]
     batch = first.get_batch(batch_id)
@@ -348,11 +357,11 @@ def test_only_one_of_two_concurrent_takers_gets_the_lease(make_store, clock, rou
 def test_only_one_of_two_concurrent_takers_gets_a_lapsed_lease(make_store, clock, round_):
     first, second = make_store(), make_store()
     batch_id = new_batch(first, lease_until=clock() + 10)
-    first.set_status(batch_id, BatchStatus.PROCESSING)
+    first.set_status(mine(batch_id), BatchStatus.PROCESSING)
     clock.advance(11)
 
     won = run_together(2, lambda i: (first, second)[i].take_lease(
-        batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}))
+        batch_id, f"taker-{i}", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}, f"run-{i}"))
 
     assert sorted(won) == [False, True]
     assert first.get_batch(batch_id).lease_owner == f"taker-{won.index(True)}"
@@ -361,10 +370,10 @@ def test_only_one_of_two_concurrent_takers_gets_a_lapsed_lease(make_store, clock
 @pytest.mark.parametrize("status", [BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.ACTIVATING])
 def test_a_lapsed_lease_can_be_taken(store, clock, status):
     batch_id = new_batch(store, lease_until=clock() + 10)
-    store.set_status(batch_id, status)
+    store.set_status(mine(batch_id), status)
     clock.advance(10.5)
 
-    assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
+    assert store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}, "run-b")
     batch = store.get_batch(batch_id)
     assert (batch.status, batch.lease_owner, batch.lease_expires) == (BatchStatus.QUEUED, "worker-b", clock() + 10)
 
@@ -372,56 +381,36 @@ def test_a_lapsed_lease_can_be_taken(store, clock, status):
 @pytest.mark.parametrize("status", [BatchStatus.QUEUED, BatchStatus.PROCESSING, BatchStatus.ACTIVATING])
 def test_a_live_lease_of_a_running_batch_cannot_be_taken(store, clock, status):
     batch_id = new_batch(store, lease_until=clock() + 10)
-    store.set_status(batch_id, status)
+    store.set_status(mine(batch_id), status)
     version = store.version(batch_id)
     clock.advance(9.5)
 
-    assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
+    assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}, "run-b")
     batch = store.get_batch(batch_id)
     assert (batch.status, batch.lease_owner, batch.version) == (status, "worker-a", version)
 
 
 def test_a_finished_batch_in_another_state_cannot_be_taken(store, clock):
     batch_id = new_batch(store)
-    store.release_lease(batch_id, BatchStatus.ROLLED_BACK)
+    store.release_lease(mine(batch_id), BatchStatus.ROLLED_BACK)
     clock.advance(100)
 
-    assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED})
+    assert not store.take_lease(batch_id, "worker-b", clock() + 10, RESUMABLE - {BatchStatus.INTERRUPTED}, "run-b")
     assert store.get_batch(batch_id).status == BatchStatus.ROLLED_BACK
-
-
-def test_only_the_owner_renews_its_lease(store, clock):
-    batch_id = new_batch(store, owner="worker-a", lease_until=clock() + 10)
-    clock.advance(5)
-
-    assert not store.renew_lease(batch_id, "worker-b", clock() + 10)
-    assert store.get_batch(batch_id).lease_expires == T0 + 10
-    assert store.renew_lease(batch_id, "worker-a", clock() + 10)
-    assert store.get_batch(batch_id).lease_expires == T0 + 15
-    assert not store.renew_lease(str(uuid.uuid4()), "worker-a", clock() + 10)
 
 
 def test_each_renewal_banks_the_runs_time_so_a_killed_run_keeps_it(store, clock):
     batch_id = new_batch(store)
-    store.start_run(batch_id, clock())
+    store.start_run(mine(batch_id), clock())
     clock.advance(4)
 
-    assert store.renew_lease(batch_id, "worker-a", clock() + 10, clock())
+    assert store.renew_leases("worker-a", clock() + 10, clock(), [mine(batch_id)]) == []
 
     batch = store.get_batch(batch_id)
     assert (batch.elapsed, batch.run_started_at) == (4.0, T0 + 4)
     clock.advance(1.5)
-    store.finish_run(batch_id, BatchStatus.PARTIALLY_FAILED, None, clock())
+    store.finish_run(mine(batch_id), BatchStatus.PARTIALLY_FAILED, None, clock())
     assert store.get_batch(batch_id).elapsed == 5.5
-
-
-def test_a_lease_taken_over_cannot_be_renewed_by_its_old_owner(store, clock):
-    batch_id = new_batch(store, owner="worker-a", lease_until=clock() + 10)
-    clock.advance(11)
-    assert store.take_lease(batch_id, "worker-b", clock() + 10, ())
-
-    assert not store.renew_lease(batch_id, "worker-a", clock() + 10)
-    assert store.get_batch(batch_id).lease_owner == "worker-b"
 
 
 # -- listing -------------------------------------------------------------------------------
@@ -445,7 +434,7 @@ def test_recent_lists_the_newest_batches_first(store, clock):
 
 def test_wait_for_change_returns_at_once_when_the_version_moved(store):
     batch_id = new_batch(store)
-    store.set_status(batch_id, BatchStatus.PROCESSING)
+    store.set_status(mine(batch_id), BatchStatus.PROCESSING)
 
     started = time.monotonic()
     assert store.wait_for_change(batch_id, 0, timeout=30) == 1
@@ -470,7 +459,7 @@ def test_wait_for_change_wakes_when_another_thread_updates(store):
     batch_id = new_batch(store)
     thread, seen = watch(store, batch_id, 0)
 
-    store.mark_rows_in_flight(batch_id, [2], T0)
+    store.mark_rows_in_flight(mine(batch_id), [2], T0)
 
     thread.join(JOIN_SECONDS)
     assert not thread.is_alive() and seen == [1]
@@ -482,7 +471,7 @@ def test_wait_for_change_notices_another_workers_update(make_store):
     thread, seen = watch(watcher, batch_id, 0)
 
     # No notification crosses Stores (processes); the watcher finds the change by polling.
-    writer.set_status(batch_id, BatchStatus.PROCESSING)
+    writer.set_status(mine(batch_id), BatchStatus.PROCESSING)
 
     thread.join(JOIN_SECONDS)
     assert not thread.is_alive() and seen == [1]
@@ -494,12 +483,13 @@ def test_taking_over_a_dead_import_takes_the_batches_its_process_was_running(sto
     rows = hospital_rows(4)
     import_id, batch_ids = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
     store.insert_import(import_id, [(batch_ids[0], rows[:2]), (batch_ids[1], rows[2:])],
-                        owner="dead-worker", lease_until=clock() + 10)
-    store.start_run(batch_ids[0], clock())
-    assert store.renew_lease(batch_ids[0], "dead-worker", clock() + 11)  # renewed just after the import's
+                        owner="dead-worker", lease_until=clock() + 10, token="import-run")
+    store.start_run(mine(batch_ids[0], "import-run"), clock())
+    with store.engine.begin() as conn:  # its lease written a moment after the import's
+        conn.execute(update(batches).where(batches.c.id == batch_ids[0]).values(lease_expires=clock() + 11))
 
     clock.advance(10.5)  # the import's lease has lapsed, the batch's not yet
-    assert store.take_import(import_id, "new-worker", clock() + 10)
+    assert store.take_import(import_id, "new-worker", clock() + 10, "new-run")
 
     taken = [store.get_batch(b) for b in batch_ids]
-    assert [(b.status, b.lease_owner) for b in taken] == [(BatchStatus.QUEUED, "new-worker")] * 2
+    assert [(b.status, b.lease_owner, b.run_token) for b in taken] == [(BatchStatus.QUEUED, "new-worker", "new-run")] * 2

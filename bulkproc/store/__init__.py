@@ -6,12 +6,12 @@ from .batches import BatchRecords
 from .database import Database, engine_for
 from .imports import ImportRecords
 from .leases import Leases
-from .records import Batch, Import, ImportPart, Row
+from .records import Batch, Import, ImportPart, Row, Run
 from .schema import limiter, metadata
 from .slots import CreateSlots
 from .watch import Watching
 
-__all__ = ["Batch", "Import", "ImportPart", "Row", "Store", "engine_for", "limiter", "metadata"]
+__all__ = ["Batch", "Import", "ImportPart", "Row", "Run", "Store", "engine_for", "limiter", "metadata"]
 
 
 class Store(BatchRecords, ImportRecords, Leases, CreateSlots, Watching, Database):

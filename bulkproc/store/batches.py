@@ -6,13 +6,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import IdempotencyMismatch
 from ..states import RESUMABLE, RUNNING, BatchStatus, RowStatus
 from .database import Database
-from .records import Batch, Import, Row
+from .leases import banked, new_token
+from .records import Batch, Import, Row, Run
 from .schema import batch_rows, batches, import_batches, imports
 
 
@@ -37,9 +38,11 @@ class BatchRecords(Database):
     """Batches and their rows: reads, and the named transitions, each one write bumping the version."""
 
     def insert_batch(self, batch_id: str, rows: Iterable, *, owner: str, lease_until: float,
-                     idempotency_key: str | None = None, file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new queued batch owned by `owner`; return (batch id, True), or the earlier
-        batch's (id, False) when the idempotency key was seen with the same file.
+                     token: str | None = None, idempotency_key: str | None = None,
+                     file_sha256: str | None = None) -> tuple[str, bool]:
+        """Record a new queued batch renewed by `owner`, owned by the run `token` (a new one when
+        None); return (batch id, True), or the earlier batch's (id, False) when the idempotency key
+        was seen with the same file.
 
         Raises IdempotencyMismatch when the key was seen with another file.
         """
@@ -50,7 +53,8 @@ class BatchRecords(Database):
                 conn.execute(insert(batches).values(
                     id=batch_id, status=BatchStatus.QUEUED, total=len(rows), activated=False,
                     version=0, created_at=now, updated_at=now, elapsed=0.0, lease_owner=owner,
-                    lease_expires=lease_until, idempotency_key=idempotency_key, file_sha256=file_sha256))
+                    lease_expires=lease_until, run_token=token or new_token(), idempotency_key=idempotency_key,
+                    file_sha256=file_sha256))
                 conn.execute(insert(batch_rows), [
                     {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
                      "phone": r.phone, "status": RowStatus.PENDING} for r in rows])
@@ -108,90 +112,102 @@ class BatchRecords(Database):
             return conn.execute(select(batches.c.version).where(batches.c.id == batch_id)).scalar()
 
 
-    def start_run(self, batch_id: str, now: float) -> None:
-        """The batch is being processed by its lease holder, from `now`."""
-        self._change(batch_id, batch={"status": BatchStatus.PROCESSING, "run_started_at": now, "error": None})
+    def start_run(self, run: Run, now: float) -> bool:
+        """The queued batch is being processed by `run`, from `now`; False when the run lost it."""
+        return self._change(run, batch={"status": BatchStatus.PROCESSING, "run_started_at": now, "error": None},
+                            only_if=batches.c.status == BatchStatus.QUEUED)
 
 
-    def set_status(self, batch_id: str, status: str) -> None:
+    def set_status(self, run: Run, status: str) -> bool:
         """Move the batch to `status` and nothing else (e.g. `activating`)."""
-        self._change(batch_id, batch={"status": status})
+        return self._change(run, batch={"status": status})
 
 
-    def set_error(self, batch_id: str, error: str | None) -> None:
+    def set_error(self, run: Run, error: str | None) -> bool:
         """Say what the batch is waiting for or why it stopped; None clears it."""
-        self._change(batch_id, batch={"error": error})
+        return self._change(run, batch={"error": error})
 
 
-    def finish_run(self, batch_id: str, status: str, error: str | None, now: float) -> None:
+    def finish_run(self, run: Run, status: str, error: str | None, now: float) -> bool:
         """End the run at `now`: its time joins the batch's, and the lease is let go."""
-        self._change(batch_id, batch={
+        return self._change(run, batch={
             "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None,
             "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)})
 
 
-    def release_lease(self, batch_id: str, status: str) -> None:
+    def release_lease(self, run: Run, status: str) -> bool:
         """Let go of the batch, leaving it in `status` (an attempt that changed nothing)."""
-        self._change(batch_id, batch={"status": status, "lease_owner": None, "lease_expires": None})
+        return self._change(run, batch={"status": status, "lease_owner": None, "lease_expires": None})
 
 
-    def mark_rows_in_flight(self, batch_id: str, rows: Iterable[int], now: float) -> None:
+    def mark_rows_in_flight(self, run: Run, rows: Iterable[int], now: float) -> bool:
         """These rows' creations are being sent at `now` (so they may land from then on)."""
-        self._change(batch_id, rows, status=RowStatus.IN_PROGRESS, error=None, attempted_at=now)
+        return self._change(run, rows, status=RowStatus.IN_PROGRESS, error=None, attempted_at=now)
 
 
-    def record_created(self, batch_id: str, row: int, hospital_id: int) -> None:
+    def record_created(self, run: Run, row: int, hospital_id: int) -> bool:
         """The row exists upstream as `hospital_id`."""
-        self._change(batch_id, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+        return self._change(run, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
 
 
-    def record_row_failed(self, batch_id: str, row: int, error: str, *, may_have_landed: bool = True) -> None:
+    def record_row_failed(self, run: Run, row: int, error: str, *, may_have_landed: bool = True) -> bool:
         """The row failed; unless its last attempt may have reached the upstream, nothing can land later."""
         values: dict = {"status": RowStatus.FAILED, "error": error}
         if not may_have_landed:
             values["attempted_at"] = None
-        self._change(batch_id, [row], **values)
+        return self._change(run, [row], **values)
 
 
-    def mark_row_unsent(self, batch_id: str, row: int) -> None:
+    def mark_row_unsent(self, run: Run, row: int) -> bool:
         """The row's last attempt never reached the upstream: nothing of it can land later."""
-        self._change(batch_id, [row], attempted_at=None)
+        return self._change(run, [row], attempted_at=None)
 
 
-    def mark_rows_failed(self, batch_id: str, rows: Iterable[int], error: str) -> None:
+    def mark_rows_failed(self, run: Run, rows: Iterable[int], error: str) -> bool:
         """These rows failed for one reason (a deadline, the directory unreachable)."""
-        self._change(batch_id, rows, status=RowStatus.FAILED, error=error)
+        return self._change(run, rows, status=RowStatus.FAILED, error=error)
 
 
-    def mark_rows_pending(self, batch_id: str, rows: Iterable[int], error: str | None = None) -> None:
+    def mark_rows_pending(self, run: Run, rows: Iterable[int], error: str | None = None) -> bool:
         """These rows are not created and not being created (a resume starts them afresh)."""
-        self._change(batch_id, rows, status=RowStatus.PENDING, hospital_id=None, error=error)
+        return self._change(run, rows, status=RowStatus.PENDING, hospital_id=None, error=error)
 
 
-    def mark_activated(self, batch_id: str) -> None:
+    def mark_activated(self, run: Run) -> bool:
         """The batch is active upstream: every row with it."""
-        self._change(batch_id, None, status=RowStatus.CREATED_AND_ACTIVATED,
-                     batch={"activated": True})
+        return self._change(run, None, status=RowStatus.CREATED_AND_ACTIVATED, batch={"activated": True})
 
 
-    def mark_rolled_back(self, batch_id: str) -> None:
-        """The batch's hospitals are deleted upstream; the lease is let go."""
-        self._change(batch_id, None, status=RowStatus.DELETED, hospital_id=None,
-                     batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
-                            "lease_owner": None, "lease_expires": None})
+    def mark_rolled_back(self, run: Run) -> bool:
+        """The batch's hospitals are deleted upstream; the lease is let go, and nothing changes it again."""
+        return self._change(run, None, status=RowStatus.DELETED, hospital_id=None,
+                            batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
+                                   "lease_owner": None, "lease_expires": None})
 
 
-    def _change(self, batch_id: str, rows: Iterable[int] | None = (), *, batch: dict | None = None,
-                **row_values) -> None:
-        """Change `rows` (None: every row) and the batch's columns as one transaction, and wake watchers."""
+    def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
+                only_if: ColumnElement[bool] | None = None, **row_values) -> bool:
+        """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still
+        owns the batch and it is not rolled back, and wake watchers; return whether it did."""
         with self._write() as conn:
+            if not self._fenced(conn, run, batch or {}, only_if):
+                return False
             if row_values:
                 which = [] if rows is None else [batch_rows.c.row.in_(list(rows))]
-                conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id, *which)
+                conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id, *which)
                              .values(**row_values))
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._now(conn), **(batch or {})))
         self._notify()
+        return True
+
+
+    def _fenced(self, conn: Connection, run: Run, values: dict, only_if: ColumnElement[bool] | None = None) -> bool:
+        """Bump the batch (locking its row first) with `values` and the run's time banked, if `run`
+        still owns it and it is not rolled back; whether it did."""
+        now = self._now(conn)
+        where = [batches.c.id == run.id, batches.c.run_token == run.token,
+                 batches.c.status != BatchStatus.ROLLED_BACK] + ([] if only_if is None else [only_if])
+        return conn.execute(update(batches).where(*where).values(
+            **{**banked(now), "version": batches.c.version + 1, "updated_at": now, **values})).rowcount == 1
 
 
     def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str,
@@ -231,18 +247,18 @@ class BatchRecords(Database):
         return [_as_row(r) for r in found]
 
 
-    def start_rows(self, batch_id: str, rows: Iterable[int], now: float) -> bool:
+    def start_rows(self, run: Run, rows: Iterable[int], now: float) -> bool | None:
         """Mark rows holding a limiter slot in flight from `now`, unless the batch's import is being
-        cancelled; return whether they may go. One transaction, so a cancel either comes first and
-        no row starts, or comes after and finds them in flight."""
+        cancelled; return whether they may go (None when the run lost the batch). One transaction,
+        so a cancel either comes first and no row starts, or comes after and finds them in flight."""
         with self._write() as conn:
-            if self._cancelling(conn, batch_id):
+            if self._cancelling(conn, run.id):
                 return False
-            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id,
+            if not self._fenced(conn, run, {}):
+                return None
+            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id,
                                                   batch_rows.c.row.in_(list(rows)))
                          .values(status=RowStatus.IN_PROGRESS, error=None, attempted_at=now))
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._now(conn)))
         self._notify()
         return True
 
@@ -260,12 +276,13 @@ class BatchRecords(Database):
                                    imports.c.lease_expires >= self._now(conn))).first() is not None
 
 
-    def cancel_pending_rows(self, batch_id: str) -> None:
+    def cancel_pending_rows(self, run: Run) -> bool:
         """Mark the batch's rows still pending `cancelled`: a cancel stopped them before they started."""
         with self._write() as conn:
-            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == batch_id,
+            if not self._fenced(conn, run, {}):
+                return False
+            conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id,
                                                   batch_rows.c.status == RowStatus.PENDING)
                          .values(status=RowStatus.CANCELLED))
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(
-                version=batches.c.version + 1, updated_at=self._now(conn)))
         self._notify()
+        return True

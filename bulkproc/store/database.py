@@ -15,7 +15,7 @@ from sqlalchemy.exc import DataError, InterfaceError, InternalError, Operational
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..errors import StoreRefusedValue, StoreUnavailable
-from .schema import limiter, metadata
+from .schema import add_missing_columns, limiter, metadata
 
 # SQLite failures after which a connection is no use: one opened while the file was read-only
 # stays read-only after it is writable again, so the pool is emptied and connections made afresh.
@@ -131,6 +131,7 @@ class Database:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(7226150)"))
             metadata.create_all(conn, checkfirst=True)
+            add_missing_columns(conn)
             if conn.execute(select(limiter.c.id)).first() is None:
                 conn.execute(insert(limiter).values(id=1, blocked_until=0.0))
 

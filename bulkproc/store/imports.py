@@ -8,7 +8,8 @@ from sqlalchemy.exc import IntegrityError
 from ..states import RESUMABLE, RUNNING, BatchStatus, RowStatus
 from .batches import _earlier_upload
 from .database import Database
-from .records import Batch, Import, ImportPart
+from .leases import new_token
+from .records import Batch, Import, ImportPart, Run
 from .schema import batch_rows, batches, import_batches, imports
 
 
@@ -20,10 +21,12 @@ class ImportRecords(Database):
     """Imports and the batches they are split into: reads, claims and the runner's transitions."""
 
     def insert_import(self, import_id: str, parts: list[tuple[str, list]], *, owner: str, lease_until: float,
-                      idempotency_key: str | None = None, file_sha256: str | None = None) -> tuple[str, bool]:
+                      token: str | None = None, idempotency_key: str | None = None,
+                      file_sha256: str | None = None) -> tuple[str, bool]:
         """Record a new queued import and its queued batches (each `parts` item: batch id, rows),
-        all owned by `owner`, in one transaction; return (import id, True), or the earlier
-        import's (id, False) when the idempotency key was seen with the same file.
+        all renewed by `owner` and owned by the import's run `token`, in one transaction; return
+        (import id, True), or the earlier import's (id, False) when the idempotency key was seen
+        with the same file.
 
         Raises IdempotencyMismatch when the key was seen with another file.
         """
@@ -31,7 +34,8 @@ class ImportRecords(Database):
             with self._write() as conn:
                 now = self._now(conn)
                 owned = {"status": BatchStatus.QUEUED, "version": 0, "created_at": now, "updated_at": now,
-                         "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until}
+                         "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until,
+                         "run_token": token or new_token()}
                 conn.execute(insert(imports).values(
                     id=import_id, total=sum(len(rows) for _, rows in parts), cancel_requested=False,
                     idempotency_key=idempotency_key, file_sha256=file_sha256, **owned))
@@ -114,10 +118,10 @@ class ImportRecords(Database):
         return select(import_batches.c.batch_id).where(import_batches.c.import_id == import_id)
 
 
-    def take_import(self, import_id: str, owner: str, until: float) -> bool:
-        """Atomically make `owner` the runner of an import at rest (or whose runner's lease lapsed),
-        with every unfinished batch of it nobody is processing, their cancelled rows pending again;
-        False when the import is running or rolled back."""
+    def take_import(self, import_id: str, owner: str, until: float, token: str) -> bool:
+        """Atomically make `owner`'s run `token` the runner of an import at rest (or whose runner's
+        lease lapsed), with every unfinished batch of it nobody is processing, their cancelled rows
+        pending again; False when the import is running or rolled back."""
         with self._write() as conn:
             now = self._now(conn)
             running = [str(s) for s in RUNNING]
@@ -129,78 +133,71 @@ class ImportRecords(Database):
                 imports.c.id == import_id, imports.c.status.in_(running), imports.c.lease_expires < now)).scalar()
             if dead is not None:
                 takeable = takeable | (batches.c.status.in_(running) & (batches.c.lease_owner == dead))
-            if not self._claim_import(conn, import_id, owner, until, BatchStatus.QUEUED):
+            if not self._claim_import(conn, import_id, owner, until, token, BatchStatus.QUEUED):
                 return False
             mine = batches.c.id.in_(self._members(import_id))
             conn.execute(update(batch_rows).where(batch_rows.c.batch_id.in_(
                 select(batches.c.id).where(mine, takeable)), batch_rows.c.status == RowStatus.CANCELLED)
                 .values(status=RowStatus.PENDING, error=None))
             conn.execute(update(batches).where(mine, takeable).values(
-                status=BatchStatus.QUEUED, lease_owner=owner, lease_expires=until,
-                version=batches.c.version + 1, updated_at=now))
+                status=BatchStatus.QUEUED, lease_owner=owner, lease_expires=until, run_token=token,
+                run_started_at=None, version=batches.c.version + 1, updated_at=now))
         self._notify()
         return True
 
 
-    def hold_import(self, import_id: str, owner: str, until: float) -> bool:
-        """Atomically make `owner` the holder of an import at rest (or whose runner's lease lapsed),
-        marked processing, without touching its batches; False when it is running."""
+    def hold_import(self, import_id: str, owner: str, until: float, token: str) -> bool:
+        """Atomically make `owner`'s run `token` the holder of an import at rest (or whose runner's
+        lease lapsed), marked processing, without touching its batches; False when it is running
+        or rolled back."""
         with self._write() as conn:
-            held = self._claim_import(conn, import_id, owner, until, BatchStatus.PROCESSING, rolled_back=True)
+            held = self._claim_import(conn, import_id, owner, until, token, BatchStatus.PROCESSING)
         self._notify()
         return held
 
 
-    def _claim_import(self, conn: Connection, import_id: str, owner: str, until: float, status: str, *,
-                      rolled_back: bool = False) -> bool:
+    def _claim_import(self, conn: Connection, import_id: str, owner: str, until: float, token: str,
+                      status: str) -> bool:
         now = self._now(conn)
         running = [str(s) for s in RUNNING]
-        at_rest = imports.c.status.not_in(running + ([] if rolled_back else [BatchStatus.ROLLED_BACK]))
+        at_rest = imports.c.status.not_in(running + [BatchStatus.ROLLED_BACK])
         lapsed = imports.c.status.in_(running) & (imports.c.lease_expires < now)
         return conn.execute(update(imports).where(imports.c.id == import_id, at_rest | lapsed).values(
-            status=status, cancel_requested=False, lease_owner=owner, lease_expires=until,
+            status=status, cancel_requested=False, lease_owner=owner, lease_expires=until, run_token=token,
             # A run killed without finishing counts up to its last renewal.
             elapsed=imports.c.elapsed + func.coalesce(imports.c.run_seen_at - imports.c.run_started_at, 0.0),
             run_started_at=None, run_seen_at=None, version=imports.c.version + 1, updated_at=now)).rowcount == 1
 
 
-    def start_import_run(self, import_id: str, started: float) -> None:
-        """Mark the import processing, its run timed from `started`."""
+    def start_import_run(self, run: Run, started: float) -> bool:
+        """Mark the queued import processing, its run timed from `started`; False when the run lost it."""
         with self._write() as conn:
-            self._touch_import(conn, import_id, status=BatchStatus.PROCESSING, run_started_at=started,
-                               run_seen_at=started)
+            held = conn.execute(update(imports).where(
+                imports.c.id == run.id, imports.c.run_token == run.token, imports.c.status == BatchStatus.QUEUED,
+            ).values(status=BatchStatus.PROCESSING, run_started_at=started, run_seen_at=started,
+                     version=imports.c.version + 1, updated_at=self._now(conn))).rowcount == 1
         self._notify()
+        return held
 
 
-    def renew_import_lease(self, import_id: str, owner: str, until: float) -> bool:
-        """Extend `owner`'s lease on the import and on its batches still waiting to start; False
-        when the import is no longer its own."""
+    def finish_import_run(self, run: Run, status: str, ran: float) -> bool:
+        """End the run: record its outcome and time, release the lease and the cancel request;
+        batches of it never started read `interrupted` at once. False when the run lost the import."""
         with self._write() as conn:
             now = self._now(conn)
-            if not conn.execute(update(imports).where(imports.c.id == import_id, imports.c.lease_owner == owner)
-                                .values(lease_expires=until, run_seen_at=now)).rowcount:
+            if not conn.execute(update(imports).where(
+                    imports.c.id == run.id, imports.c.run_token == run.token,
+                    imports.c.status != BatchStatus.ROLLED_BACK,
+            ).values(status=status, elapsed=imports.c.elapsed + ran, run_started_at=None, run_seen_at=None,
+                     lease_owner=None, lease_expires=None, cancel_requested=False,
+                     version=imports.c.version + 1, updated_at=now)).rowcount:
                 return False
-            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
-                                               batches.c.lease_owner == owner,
-                                               batches.c.status == BatchStatus.QUEUED)
-                         .values(lease_expires=until))
-        return True
-
-
-    def finish_import_run(self, import_id: str, owner: str, status: str, ran: float) -> None:
-        """End `owner`'s run: record its outcome and time, release the lease and the cancel request;
-        batches it never started read `interrupted` at once."""
-        with self._write() as conn:
-            now = self._now(conn)
-            conn.execute(update(batches).where(batches.c.id.in_(self._members(import_id)),
-                                               batches.c.lease_owner == owner,
+            conn.execute(update(batches).where(batches.c.id.in_(self._members(run.id)),
+                                               batches.c.run_token == run.token,
                                                batches.c.status == BatchStatus.QUEUED)
                          .values(lease_expires=now, version=batches.c.version + 1, updated_at=now))
-            conn.execute(update(imports).where(imports.c.id == import_id, imports.c.lease_owner == owner).values(
-                status=status, elapsed=imports.c.elapsed + ran, run_started_at=None, run_seen_at=None,
-                lease_owner=None, lease_expires=None, cancel_requested=False,
-                version=imports.c.version + 1, updated_at=now))
         self._notify()
+        return True
 
 
     def request_import_cancel(self, import_id: str) -> bool:
@@ -223,8 +220,3 @@ class ImportRecords(Database):
                 version=batches.c.version + 1, updated_at=now))
         self._notify()
         return True
-
-
-    def _touch_import(self, conn: Connection, import_id: str, **values) -> None:
-        conn.execute(update(imports).where(imports.c.id == import_id).values(
-            version=imports.c.version + 1, updated_at=self._now(conn), **values))

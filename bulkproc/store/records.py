@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+
+from ..errors import RunLost
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Batch:
     run_started_at: float | None
     lease_owner: str | None
     lease_expires: float | None
+    run_token: str | None
     idempotency_key: str | None
     file_sha256: str | None
     rows: list[Row] = field(default_factory=list)
@@ -63,7 +67,42 @@ class Import:
     run_seen_at: float | None
     lease_owner: str | None
     lease_expires: float | None
+    run_token: str | None
     idempotency_key: str | None
     file_sha256: str | None
     parts: list[ImportPart] = field(default_factory=list)
 
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One run's hold on a batch or an import: the token every write of the run must show."""
+    id: str
+    token: str
+    kind: str = "batch"
+    # Set when the run lost its work (a fenced write failed, or the heartbeat saw another token).
+    lost: threading.Event = field(default_factory=threading.Event, repr=False)
+    # Set when the run must stop waiting: it lost its work, or the service is stopping.
+    halt: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def lose(self) -> None:
+        """Mark the run as having lost its work, waking every wait of it."""
+        self.lost.set()
+        self.halt.set()
+
+    def check(self) -> None:
+        """Raise RunLost when the run has lost its work."""
+        if self.lost.is_set():
+            raise RunLost(self.id)
+
+    def holds(self, held: bool) -> None:
+        """Take a fenced write's answer: RunLost (and the run stopped) when it did not hold."""
+        if not held:
+            self.lose()
+            raise RunLost(self.id)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True when the service is stopping; RunLost when the run lost its work."""
+        halted = self.halt.wait(max(0.0, seconds))
+        self.check()
+        return halted

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (Boolean, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+                        Text, inspect, text)
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -34,6 +35,8 @@ batches = Table(
     Column("run_started_at", Float),
     Column("lease_owner", String(80)),
     Column("lease_expires", Float),
+    # The owning run's token: every write of a run is conditional on it (leases.py).
+    Column("run_token", String(36)),
     Column("idempotency_key", String(200), unique=True),
     Column("file_sha256", String(64)),
     Index("ix_batches_created_at", "created_at"),
@@ -74,6 +77,7 @@ imports = Table(
     Column("run_seen_at", Float),
     Column("lease_owner", String(80)),
     Column("lease_expires", Float),
+    Column("run_token", String(36)),
     Column("idempotency_key", String(200), unique=True),
     Column("file_sha256", String(64)),
     Index("ix_imports_created_at", "created_at"),
@@ -114,3 +118,16 @@ read_slots = Table(
     Column("id", Integer, primary_key=True),
     Column("taken_at", Float, nullable=False, index=True),
 )
+
+# Columns added after the first release: a store made by an earlier version gains them at start.
+_ADDED = ((batches, "run_token"), (imports, "run_token"))
+
+
+def add_missing_columns(conn: Connection) -> None:
+    """Add the columns of _ADDED that the database's tables lack (NULL in existing rows)."""
+    for table, name in _ADDED:
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        if name not in present:
+            column = table.c[name]
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {name} {kind}'))

@@ -53,7 +53,8 @@ class Attempts:
             delay = max(delay, client.rate_limit_pause * (1 + client.jitter()) / 2)
         if self.deadline is not None and client.clock() + delay >= self.deadline:
             raise GaveUp("the batch's deadline passed before the directory answered")
-        client.sleep(delay)
+        if client.sleep(delay):  # a stop-aware sleep (Event.wait) cut short: the service is stopping
+            raise GaveUp(f"{self.what}: the service stopped while waiting to try again; last: {failure}")
 
     def _outage(self, failure: UpstreamError) -> int:
         now = self._client.clock()

@@ -14,17 +14,18 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 from .. import metrics
-from ..errors import BatchConflict, BatchNotFound, StoreUnavailable, UpstreamError, UpstreamUnavailable
+from ..errors import BatchConflict, BatchNotFound, RunLost, StoreUnavailable, UpstreamError, UpstreamUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_batch_context
 from ..states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
-from ..store import Batch, Row, Store
+from ..store import Batch, Row, Run, Store
+from ..store.leases import new_token
 from ..upstream.client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
+from .heartbeat import Heartbeat
 from .rate_limit import Limiter, NoLimiter
 from .rows import RowCreator, unfinished
 
@@ -42,29 +43,38 @@ class Jobs:
     def __init__(self, store: Store, client: DirectoryClient, *, limiter: Limiter | None = None,
                  concurrency: int = 20, lease_seconds: float = 10.0, batch_deadline: float = 900.0,
                  wake_timeout: float = 90.0, settle_seconds: float = 90.0,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, stopping: threading.Event | None = None,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.store, self.client = store, client
         # Set by close(): batches waiting for the rate window stop waiting and leave rows pending.
-        self._stopping = threading.Event()
+        self._stopping = stopping or threading.Event()
         # What runs batches on top of this (imports) stops first, once the waits are cut short.
         self._also_close: list[Callable[[], None]] = []
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
         # Leases, run times and settle waits are compared across instances: the store's clock, by default.
         self._clock = clock or store.now
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat = heartbeat or Heartbeat(store, process_id(), lease_seconds, self._clock,
+                                                stopping=self._stopping)
+        # The process id its heartbeat renews by (runs are told apart by their tokens).
+        self.owner = self.heartbeat.owner
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")
         # Batches wait on their rows, so they must not take seats in the rows' pool.
         self._batches = ThreadPoolExecutor(32, thread_name_prefix="bulkproc-batch")
         self.rows = RowCreator(store, client, limiter or NoLimiter(), self._rows, stopping=self._stopping,
                                settle_seconds=settle_seconds, clock=self._clock)
+        # The runs whose batch says it waits for the directory.
+        self._outage_shown: set[Run] = set()
 
     def close(self) -> None:
-        """Stop waiting for rate windows, let requests in flight finish, release threads and connections."""
+        """Stop waiting for rate windows, let requests in flight finish, release threads and connections;
+        runs still queued close at once, resumable. The heartbeat renews until every run has ended."""
         self._stopping.set()
+        self.heartbeat.stop_runs()
         for close in self._also_close:
             close()
         self._batches.shutdown(wait=True)
         self._rows.shutdown(wait=True)
+        self.heartbeat.close()
         self.client.close()
 
     def close_with(self, close: Callable[[], None]) -> None:
@@ -113,23 +123,29 @@ class Jobs:
 
     def start(self, rows: Iterable[HospitalRow], *, idempotency_key: str | None = None,
               file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new batch owned by this process; (id, True), or an earlier upload's (id, False)."""
-        return self.store.insert_batch(str(uuid.uuid4()), rows, owner=self.owner, lease_until=self._lease_end(),
-                                       idempotency_key=idempotency_key, file_sha256=file_sha256)
+        """Record a new batch owned by a new run of this process; (id, True), or an earlier upload's (id, False)."""
+        run = Run(str(uuid.uuid4()), new_token())
+        batch_id, new = self.store.insert_batch(run.id, rows, owner=self.owner, lease_until=self._lease_end(),
+                                                token=run.token, idempotency_key=idempotency_key,
+                                                file_sha256=file_sha256)
+        if new:  # its lease, written with it, lasts until the heartbeat's next renewal
+            self.heartbeat.hold(run)
+        return batch_id, new
 
     def run(self, batch_id: str) -> None:
-        """Process a batch this process holds the lease of, in the calling thread."""
-        in_batch_context(batch_id, self._process)(batch_id, False)
+        """Process a batch this process has accepted or taken over, in the calling thread."""
+        in_batch_context(batch_id, self._process)(self._held(batch_id), False)
 
-    def run_in_background(self, batch_id: str, resuming: bool = False,
-                          started: threading.Event | None = None) -> Future:
-        """Process (or resume) a batch this process holds the lease of, on the batch executor;
-        `started` is set once no row of it waits for a limiter slot any more."""
-        return self._batches.submit(in_batch_context(batch_id, self._process), batch_id, resuming, started)
+    def run_in_background(self, batch_id: str, resuming: bool = False, run: Run | None = None,
+                          underway: threading.Event | None = None) -> Future:
+        """Process (or resume) a batch this process holds (as `run`, or as held here), on the batch
+        executor; `underway` is set once no row of it waits for a limiter slot any more."""
+        return self._batches.submit(in_batch_context(batch_id, self._process), run or self._held(batch_id),
+                                    resuming, underway)
 
     def take_over(self, batch_id: str) -> bool:
-        """Take the lease of a resumable batch for this process; False when it is not done or
-        not resumable (BatchConflict when it is being processed or rolled back)."""
+        """Take a resumable batch for a new run of this process; False when it is done
+        (BatchConflict when it is not resumable: being processed or rolled back)."""
         batch = self.load(batch_id)
         status = reported_status(batch, batch.read_at)
         if status == BatchStatus.COMPLETED:
@@ -137,160 +153,172 @@ class Jobs:
         if status not in RESUMABLE:
             raise BatchConflict(f"Batch {batch_id} is {status}; only a partially_failed, failed, "
                                 "interrupted or cancelled batch can be resumed.")
-        if not self.store.take_lease(batch_id, self.owner, self._lease_end(), RESUMABLE - {BatchStatus.INTERRUPTED}):
+        if self._take(batch_id, RESUMABLE - {BatchStatus.INTERRUPTED}) is None:
             raise BatchConflict(f"Batch {batch_id} is already being resumed.")
         return True
 
     def resume(self, batch_id: str) -> None:
         """Finish a batch this process has taken over, in the calling thread."""
-        in_batch_context(batch_id, self._process)(batch_id, True)
+        in_batch_context(batch_id, self._process)(self._held(batch_id), True)
+
+    def _take(self, batch_id: str, from_statuses: Collection[str]) -> Run | None:
+        """Take the batch for a new run held by this process; None when it cannot be taken."""
+        run = Run(batch_id, new_token())
+        if not self.store.take_lease(batch_id, self.owner, self._lease_end(), from_statuses, run.token):
+            return None
+        return self.heartbeat.hold(run)
+
+    def _held(self, batch_id: str) -> Run:
+        """The run this process holds for the batch; one already lost when there is none."""
+        run = self.heartbeat.find("batch", batch_id)
+        if run is None:
+            run = Run(batch_id, "")
+            run.lose()
+        return run
 
     def _lease_end(self) -> float:
         return self._clock() + self.lease_seconds
 
-    def _process(self, batch_id: str, resuming: bool, started: threading.Event | None = None) -> None:
-        """Run the batch; when the store fails, stop sending, close the batch once the store is back,
-        and raise StoreUnavailable naming it."""
-        error = "Processing was stopped before it finished; the batch can be resumed."
+    def _process(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> None:
+        """Run the batch as `run`; when the store fails, stop sending, close the batch once the store
+        is back, and raise StoreUnavailable naming it; when the run lost the batch, stop at once."""
+        self.heartbeat.hold(run, in_batch_context(run.id, lambda: self._show_outage(run)))
+        closing = False
         try:
-            self.store.start_run(batch_id, self._clock())
-            log.info("processing (%s)", "resume" if resuming else "new")
-            with self._leased(batch_id):
-                error = self._work(batch_id, resuming, started)
-            self._end_run(batch_id, error)
+            self._run_once(run, resuming, underway)
+        except RunLost:
+            log.warning("this run no longer owns the batch (taken over, rolled back or cancelled): "
+                        "it stops here and writes nothing more")
         except StoreUnavailable as exc:
             log.error("the job store failed (%s): nothing more is sent, and the batch is closed, resumable, "
                       "as soon as the store answers again", exc.reason)
-            self._close_later(batch_id)
-            raise exc.about(batch_id) from exc
-        except BaseException:
-            self._end_run(batch_id, error)
-            raise
+            closing = self._close_later(run)
+            raise exc.about(run.id) from exc
+        finally:
+            if not closing:
+                self.heartbeat.let_go(run)
 
-    def _end_run(self, batch_id: str, error: str | None, *, fail_unfinished: bool = False) -> None:
+    def _run_once(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> None:
+        if self._stopping.is_set():
+            # Still queued at shutdown: it never starts, and reads as a batch stopped gracefully does.
+            log.info("not started: the service is stopping; resume the batch to create its rows")
+            self._end_run(run, STOPPED_BATCH)
+            return
+        run.holds(self.store.start_run(run, self._clock()))
+        log.info("processing (%s)", "resume" if resuming else "new")
+        error = "Processing was stopped before it finished; the batch can be resumed."
+        try:
+            error = self._work(run, resuming, underway)
+        except (RunLost, StoreUnavailable):
+            raise
+        except BaseException:
+            self._end_run(run, error)
+            raise
+        self._end_run(run, error)
+
+    def _end_run(self, run: Run, error: str | None, *, fail_unfinished: bool = False) -> None:
         if fail_unfinished:
-            self._fail_unfinished(batch_id, error)
-        outcome = _outcome(self.store.get_batch(batch_id))
-        self.store.finish_run(batch_id, outcome, error, self._clock())
+            self._fail_unfinished(run, error)
+        outcome = _outcome(self.store.get_batch(run.id))
+        run.holds(self.store.finish_run(run, outcome, error, self._clock()))
         metrics.batches_finished.labels(outcome).inc()
         log.info("finished: %s", outcome)
 
-    def _close_later(self, batch_id: str) -> None:
+    def _close_later(self, run: Run) -> bool:
         """Once the store answers again, fail the rows a store failure left open and end the run, so that
-        no row reads in_progress and a resume can finish the batch; unless another process took it over."""
+        no row reads in_progress and a resume can finish the batch; unless another run took it over.
+        Whether a closer was started (it lets go of the run when done)."""
         def close() -> None:
             pause = 0.05
-            while not self._stopping.wait(pause):
-                try:
-                    if self.store.renew_lease(batch_id, self.owner, self._lease_end()):
-                        self._end_run(batch_id, STORE_FAILED, fail_unfinished=True)
-                    else:
-                        log.warning("another process took the batch over while the job store was failing")
-                    return
-                except StoreUnavailable:
-                    pause = min(pause * 2, 2.0)
+            try:
+                while not self._stopping.wait(pause):
+                    try:
+                        self._end_run(run, STORE_FAILED, fail_unfinished=True)
+                        return
+                    except StoreUnavailable:
+                        pause = min(pause * 2, 2.0)
+            except RunLost:
+                log.warning("another run took the batch over while the job store was failing")
+            finally:
+                self.heartbeat.let_go(run)
 
-        if not self._stopping.is_set():
-            self._batches.submit(in_batch_context(batch_id, close))
+        if self._stopping.is_set():
+            return False
+        try:
+            self._batches.submit(in_batch_context(run.id, close))
+        except RuntimeError:  # the executor is shut down: the service is stopping
+            return False
+        return True
 
-    def _work(self, batch_id: str, resuming: bool, started: threading.Event | None = None) -> str | None:
+    def _work(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> str | None:
         """Create what is missing and activate; return the batch-level error, if any."""
         deadline = time.monotonic() + self.batch_deadline
         try:
-            todo = self._rows_to_create(batch_id, resuming, deadline)
+            todo = self._rows_to_create(run, resuming, deadline)
             if todo:
+                run.check()
                 self.client.wake(self.wake_timeout)
-                self.rows.create(batch_id, todo, deadline, started)
+                self.rows.create(run, todo, deadline, underway)
             if self._stopping.is_set() and not all(r.status in EXISTING
-                                                   for r in self.store.get_batch(batch_id).rows):
+                                                   for r in self.store.get_batch(run.id).rows):
                 return STOPPED_BATCH
-            return self._finish(batch_id, deadline)
-        except StoreUnavailable:
+            return self._finish(run, deadline)
+        except (RunLost, StoreUnavailable):
             raise
         except UpstreamError as exc:
             error = f"The directory could not be reached: {exc}"
         except Exception:
             log.exception("processing stopped by an unexpected error")
             error = "Processing stopped by an unexpected error; the batch can be resumed."
-        self._fail_unfinished(batch_id, error)
+        self._fail_unfinished(run, error)
         return error
 
-    def _fail_unfinished(self, batch_id: str, error: str | None) -> None:
+    def _fail_unfinished(self, run: Run, error: str | None) -> None:
         """Mark the rows neither created nor failed yet `failed` with `error`."""
-        left = unfinished(self.store.get_batch(batch_id).rows)
+        left = unfinished(self.store.get_batch(run.id).rows)
         if left:
-            self.store.mark_rows_failed(batch_id, left, error)
+            run.holds(self.store.mark_rows_failed(run, left, error))
             metrics.rows_failed.inc(len(left))
 
-    def _rows_to_create(self, batch_id: str, resuming: bool, deadline: float) -> list[Row]:
+    def _rows_to_create(self, run: Run, resuming: bool, deadline: float) -> list[Row]:
         """The rows still to create; on resume, first learn from the upstream which rows exist."""
         if resuming:
-            return self.rows.reconcile(batch_id, deadline)
-        return [r for r in self.store.get_batch(batch_id).rows if r.status not in EXISTING]
+            return self.rows.reconcile(run, deadline)
+        return [r for r in self.store.get_batch(run.id).rows if r.status not in EXISTING]
 
-    @contextmanager
-    def _leased(self, batch_id: str) -> Iterator[None]:
-        """Renew this process's lease on the batch every third of its length while the block runs,
-        so that a wake-up call or a slow activation cannot make a live batch read `interrupted`.
-
-        Each renewal also banks the run's time so far, so a kill loses at most one renewal's worth,
-        and says in the batch's `error` when the directory is being waited for.
-        """
-        done = threading.Event()
-
-        def keep() -> None:
-            waiting = False
-            while not done.wait(self.lease_seconds / 3):
-                try:
-                    if not self.store.renew_lease(batch_id, self.owner, self._lease_end(), self._clock()):
-                        log.error("lost the lease: another process took the batch over")
-                        return
-                    waiting = self._show_outage(batch_id, waiting)
-                except StoreUnavailable as exc:
-                    log.warning("could not renew the lease: the job store is unavailable (%s)", exc.reason)
-
-        keeper = threading.Thread(target=in_batch_context(batch_id, keep), name=f"lease-{batch_id[:8]}",
-                                  daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
-
-    def _show_outage(self, batch_id: str, shown: bool) -> bool:
-        """Say in the batch's error that the directory is being waited for, or clear it once it
-        answers again; return whether it is shown now."""
+    def _show_outage(self, run: Run) -> None:
+        """Say in the batch's error that the directory is being waited for, or clear that once it
+        answers again (called by the heartbeat after each renewal)."""
         seconds = self.client.unreachable_for()
         if seconds is not None:
-            self.store.set_error(batch_id, WAITING.format(seconds=seconds))
-            return True
-        if shown:
-            self.store.set_error(batch_id, None)
-        return False
+            run.holds(self.store.set_error(run, WAITING.format(seconds=seconds)))
+            self._outage_shown.add(run)
+        elif run in self._outage_shown:
+            self._outage_shown.discard(run)
+            run.holds(self.store.set_error(run, None))
 
-    def _finish(self, batch_id: str, deadline: float) -> str | None:
+    def _finish(self, run: Run, deadline: float) -> str | None:
         """Activate the batch when every row exists, with no hospital upstream that no row owns,
         and check once more after; return the batch-level error, if any."""
-        batch = self.store.get_batch(batch_id)
+        batch = self.store.get_batch(run.id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
-        trusted = self.rows.sweep(batch_id, deadline) is not None
-        self.store.set_status(batch_id, BatchStatus.ACTIVATING)
+        trusted = self.rows.sweep(run, deadline) is not None
+        run.holds(self.store.set_status(run, BatchStatus.ACTIVATING))
         try:
             # It counts only when the listing shows every row's hospital active.
-            listing = self.client.activate_batch(batch_id, [r.hospital_id for r in batch.rows if r.hospital_id],
+            listing = self.client.activate_batch(run.id, [r.hospital_id for r in batch.rows if r.hospital_id],
                                                  deadline)
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
             return f"Every row exists but the batch could not be activated: {exc}"
-        self.store.mark_activated(batch_id)
+        run.holds(self.store.mark_activated(run))
         # A creation slower than our wait for it may land between the sweep and the activation:
         # the listing that showed the batch active shows it too (unless the upstream's listings
         # were found untrustworthy: then nothing is deleted, and it was said once).
         try:
             if trusted:
-                self.rows.sweep(batch_id, deadline, listing)
+                self.rows.sweep(run, deadline, listing)
         except UpstreamError as exc:
             log.error("the batch is active, but could not be checked for late duplicates: %s", exc)
         return None
@@ -298,22 +326,56 @@ class Jobs:
     # -- rolling back --------------------------------------------------------------------
 
     def roll_back(self, batch_id: str) -> None:
-        """Delete the batch's hospitals upstream and mark it rolled_back (BatchConflict while it runs)."""
-        self.load(batch_id)  # BatchNotFound before anything else
-        if not self.store.take_lease(batch_id, self.owner, self._lease_end(), FINAL - {BatchStatus.INTERRUPTED}):
+        """Delete the batch's hospitals upstream and mark it rolled_back, once creations that may still
+        land have had time to (BatchConflict while it runs); again for a rolled_back batch, which stays so."""
+        batch = self.load(batch_id)  # BatchNotFound before anything else
+        if batch.status == BatchStatus.ROLLED_BACK:
+            in_batch_context(batch_id, self._delete_again)(batch_id)
+            return
+        run = self._take(batch_id, FINAL - {BatchStatus.INTERRUPTED, BatchStatus.ROLLED_BACK})
+        if run is None:
+            if self.store.get_batch(batch_id).status == BatchStatus.ROLLED_BACK:
+                return in_batch_context(batch_id, self._delete_again)(batch_id)
             raise BatchConflict(f"Batch {batch_id} is being processed; it cannot be rolled back now.")
-        in_batch_context(batch_id, self._roll_back)(batch_id)
-
-    def _roll_back(self, batch_id: str) -> None:
         try:
-            with self._leased(batch_id):
-                deleted = self.client.delete_batch(batch_id)
+            in_batch_context(batch_id, self._roll_back)(run)
+        except RunLost:
+            raise BatchConflict(f"Batch {batch_id} was taken over while it was rolled back; "
+                                "read it and try again.") from None
+        finally:
+            self.heartbeat.let_go(run)
+
+    def _roll_back(self, run: Run) -> None:
+        try:
+            if self.rows.settle(run, self._may_land(run), what="before deleting") is False:
+                raise UpstreamError("the service is stopping; send the DELETE again")
+            run.holds(self.store.holds(run))
+            deleted = self.client.delete_batch(run.id)
         except UpstreamError as exc:
-            self.store.release_lease(batch_id, _outcome(self.store.get_batch(batch_id)))
+            run.holds(self.store.release_lease(run, _outcome(self.store.get_batch(run.id))))
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
-        self.store.mark_rolled_back(batch_id)
+        run.holds(self.store.mark_rolled_back(run))
         metrics.batches_finished.labels(BatchStatus.ROLLED_BACK).inc()
         log.info("rolled back: %d hospitals deleted upstream", deleted)
+
+    def _may_land(self, run: Run) -> list[Row]:
+        """The rows not known to exist whose last creation may still land (a dead run's, in flight)."""
+        return [r for r in self.store.get_batch(run.id).rows if r.status not in EXISTING]
+
+    def _delete_again(self, batch_id: str) -> None:
+        """A rolled_back batch asked to roll back again: delete whatever landed since; it stays rolled_back."""
+        try:
+            deleted = self.client.delete_batch(batch_id)
+        except UpstreamError as exc:
+            log.warning("rolled back already; deleting its hospitals again failed (%s): it stays rolled_back, "
+                        "and a later DELETE tries again", exc)
+            return
+        log.info("rolled back already: %d hospitals deleted upstream again", deleted)
+
+
+def process_id() -> str:
+    """This process's name in leases: host, pid, and a nonce for a pid reused after a restart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _outcome(batch: Batch) -> str:

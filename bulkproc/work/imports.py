@@ -17,14 +17,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from typing import Any
 
-from ..errors import BatchConflict, ImportNotFound
+from ..errors import BatchConflict, ImportNotFound, RunLost
 from ..files.rules import HospitalRow
 from ..logs import in_batch_context
 from ..states import FINAL, RUNNING, BatchStatus, RowStatus
-from ..store import Import, Row
+from ..store import Import, Row, Run
+from ..store.leases import new_token
 from .batches import Jobs, follow, is_uuid
 from .documents import (
     import_document,
@@ -83,6 +83,7 @@ class Imports:
         self._clock = clock or self.store.now
         # Runners wait on their batches, so they must not take seats in the batches' pool.
         self._runners = ThreadPoolExecutor(runners, thread_name_prefix="bulkproc-import")
+        self.heartbeat = jobs.heartbeat
         jobs.close_with(self.close)
 
     def close(self) -> None:
@@ -145,16 +146,24 @@ class Imports:
 
     def start(self, rows: Sequence[HospitalRow], *, idempotency_key: str | None = None,
               file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new import and its batches, owned by this process; (id, True), or an earlier
-        upload's (id, False) for a repeated idempotency key."""
+        """Record a new import and its batches, owned by a new run of this process; (id, True), or an
+        earlier upload's (id, False) for a repeated idempotency key."""
         parts = [(str(uuid.uuid4()), chunk) for chunk in split(rows, self.batch_rows)]
-        return self.store.insert_import(str(uuid.uuid4()), parts, owner=self.jobs.owner,
-                                        lease_until=self._lease_end(), idempotency_key=idempotency_key,
-                                        file_sha256=file_sha256)
+        run = Run(str(uuid.uuid4()), new_token(), "import")
+        import_id, new = self.store.insert_import(run.id, parts, owner=self.jobs.owner,
+                                                  lease_until=self._lease_end(), token=run.token,
+                                                  idempotency_key=idempotency_key, file_sha256=file_sha256)
+        if new:  # its lease, written with it, lasts until the heartbeat's next renewal
+            self.heartbeat.hold(run)
+        return import_id, new
 
     def run_in_background(self, import_id: str) -> Future:
         """Run (or resume) an import this process holds, on the runners' executor."""
-        return self._runners.submit(in_batch_context(import_id, self._run), import_id)
+        run = self.heartbeat.find("import", import_id)
+        if run is None:
+            run = Run(import_id, "", "import")
+            run.lose()
+        return self._runners.submit(in_batch_context(import_id, self._run), run)
 
     def cancel(self, import_id: str) -> bool:
         """Stop a running import from starting rows; False when it is cancelled already
@@ -170,30 +179,43 @@ class Imports:
                             "can be cancelled.")
 
     def take_over(self, import_id: str) -> bool:
-        """Take an unfinished import, and every unfinished batch of it, for this process; False
-        when it is completed (BatchConflict when it is running or rolled back)."""
+        """Take an unfinished import, and every unfinished batch of it, for a new run of this process;
+        False when it is completed (BatchConflict when it is running or rolled back)."""
         status = reported_import_status(self.load(import_id), self._clock())
         if status == BatchStatus.COMPLETED:
             return False
         if status in RUNNING or status == BatchStatus.ROLLED_BACK:
             raise BatchConflict(f"Import {import_id} is {status}; only a partially_failed, failed, cancelled "
                                 "or interrupted import can be resumed.")
-        if not self.store.take_import(import_id, self.jobs.owner, self._lease_end()):
+        run = Run(import_id, new_token(), "import")
+        if not self.store.take_import(import_id, self.jobs.owner, self._lease_end(), run.token):
             raise BatchConflict(f"Import {import_id} is already being resumed.")
+        self.heartbeat.hold(run)
         return True
 
     def roll_back(self, import_id: str) -> None:
-        """Roll back every batch of an import at rest (BatchConflict while it runs)."""
+        """Roll back every batch of an import at rest (BatchConflict while it runs); again for a rolled
+        back one, which stays rolled back."""
         imp = self.load(import_id)
-        if not self.store.hold_import(import_id, self.jobs.owner, self._lease_end()):
+        if reported_import_status(imp, self._clock()) == BatchStatus.ROLLED_BACK:
+            for part in imp.parts:
+                self.jobs.roll_back(part.batch.id)
+            return
+        run = Run(import_id, new_token(), "import")
+        if not self.store.hold_import(import_id, self.jobs.owner, self._lease_end(), run.token):
             raise BatchConflict(f"Import {import_id} is being processed; cancel it first, or wait.")
+        self.heartbeat.hold(run)
         try:
-            with self._leased(import_id):
-                for part in imp.parts:
-                    self.jobs.roll_back(part.batch.id)
+            for part in imp.parts:
+                run.check()
+                self.jobs.roll_back(part.batch.id)
+        except RunLost:
+            raise BatchConflict(f"Import {import_id} was taken over while it was rolled back; "
+                                "read it and try again.") from None
         finally:
-            self.store.finish_import_run(import_id, self.jobs.owner,
-                                         self._settled(import_id), 0.0)
+            if not self.store.finish_import_run(run, self._settled(import_id), 0.0):
+                log.warning("another run took the import over while it was rolled back")
+            self.heartbeat.let_go(run)
 
     def _lease_end(self) -> float:
         return self._clock() + self.jobs.lease_seconds
@@ -206,73 +228,68 @@ class Imports:
 
     # -- the runner ----------------------------------------------------------------------
 
-    def _run(self, import_id: str) -> None:
+    def _run(self, run: Run) -> None:
+        """Run the import as `run`: its batches in order; stop at once if the run loses the import."""
+        self.heartbeat.hold(run)
+        try:
+            if self.jobs.stopping:
+                log.info("import not started: the service is stopping; resume it to go on")
+                run.holds(self.store.finish_import_run(run, self._settled(run.id), 0.0))
+                return
+            self._run_started(run)
+        except RunLost:
+            log.warning("this run no longer owns the import (taken over or rolled back): it stops here")
+        finally:
+            self.heartbeat.let_go(run)
+
+    def _run_started(self, run: Run) -> None:
         started = self._clock()
-        self.store.start_import_run(import_id, started)
+        run.holds(self.store.start_import_run(run, started))
         log.info("import running")
         try:
-            with self._leased(import_id) as lost:
-                for future in wait(self._start_batches(import_id, lost)).done:
-                    if future.exception() is not None:  # a batch's own thread has nobody else to tell
-                        log.error("a batch stopped by an unexpected error", exc_info=future.exception())
+            for future in wait(self._start_batches(run)).done:
+                if future.exception() is not None:  # a batch's own thread has nobody else to tell
+                    log.error("a batch stopped by an unexpected error", exc_info=future.exception())
+        except RunLost:
+            raise
         except Exception:  # the task boundary: log it; the batches keep their own states
             log.exception("import runner stopped by an unexpected error")
-        finally:
-            status = self._settled(import_id)
-            self.store.finish_import_run(import_id, self.jobs.owner, status, self._clock() - started)
-            log.info("import finished: %s", status)
+        status = self._settled(run.id)
+        run.holds(self.store.finish_import_run(run, status, self._clock() - started))
+        log.info("import finished: %s", status)
 
-    def _start_batches(self, import_id: str, lost: threading.Event) -> list[Future]:
+    def _start_batches(self, run: Run) -> list[Future]:
         """Start this run's batches in order, each once the one before has no row waiting for a slot."""
         futures: list[Future] = []
-        for part in self.load(import_id).parts:
-            if self._should_stop(part.batch.id, lost):
+        for part in self.load(run.id).parts:
+            if self._should_stop(part.batch.id, run):
                 break
             batch = self.store.get_batch(part.batch.id)
-            if batch is None or batch.status != BatchStatus.QUEUED or batch.lease_owner != self.jobs.owner:
+            if batch is None or batch.status != BatchStatus.QUEUED or batch.run_token != run.token:
                 continue  # finished, cancelled, or taken by a resume of its own
             # A batch never started needs no look at the upstream; any other learns what exists first.
             resuming = any(r.status != RowStatus.PENDING or r.attempted_at for r in batch.rows)
             started = threading.Event()
             try:
-                futures.append(self.jobs.run_in_background(batch.id, resuming, started))
+                futures.append(self.jobs.run_in_background(batch.id, resuming, Run(batch.id, run.token), started))
             except RuntimeError:  # the executor is shut down: the service is stopping
                 break
             futures[-1].add_done_callback(lambda _done, started=started: started.set())
-            self._wait_until_started(batch.id, started, lost)
+            self._wait_until_started(batch.id, started, run)
         return futures
 
-    def _wait_until_started(self, batch_id: str, started: threading.Event, lost: threading.Event) -> None:
+    def _wait_until_started(self, batch_id: str, started: threading.Event, run: Run) -> None:
         """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops).
 
         The batch runs in this process, so it says so itself: reading the store at every change
-        in the process (every row's outcome) cost the import more than its rows did.
+        in the process (every row's outcome) cost the import more than its rows did. A resumed
+        batch waiting for its creations to settle has no row waiting for a slot yet: the next
+        batch starts beside it rather than behind it.
         """
         while not started.wait(LOOK_SECONDS):
-            if self._should_stop(batch_id, lost):
+            if self._should_stop(batch_id, run) or self.jobs.rows.is_settling(batch_id):
                 return
 
-    def _should_stop(self, batch_id: str, lost: threading.Event) -> bool:
-        return self.jobs.stopping or lost.is_set() or self.store.is_cancelling(batch_id)
-
-    @contextmanager
-    def _leased(self, import_id: str) -> Iterator[threading.Event]:
-        """Renew the import's lease (and its waiting batches') every third of its length while the
-        block runs; the event yielded is set if another process took the import over."""
-        done, lost = threading.Event(), threading.Event()
-
-        def keep() -> None:
-            while not done.wait(self.jobs.lease_seconds / 3):
-                if not self.store.renew_import_lease(import_id, self.jobs.owner, self._lease_end()):
-                    log.error("lost the import's lease: another process took it over")
-                    lost.set()
-                    return
-
-        keeper = threading.Thread(target=in_batch_context(import_id, keep), name=f"lease-import-{import_id[:8]}",
-                                  daemon=True)
-        keeper.start()
-        try:
-            yield lost
-        finally:
-            done.set()
-            keeper.join()
+    def _should_stop(self, batch_id: str, run: Run) -> bool:
+        run.check()
+        return self.jobs.stopping or self.store.is_cancelling(batch_id)

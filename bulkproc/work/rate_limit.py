@@ -20,6 +20,7 @@ WINDOW_MARGIN = 1.02
 EDGE_SECONDS = 0.05
 DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the create-rate limit"
 READ_DEADLINE_MESSAGE = "the batch's deadline passed while waiting for the read-rate limit"
+STOPPING_MESSAGE = "the service stopped while waiting for the create-rate limit"
 
 
 class Limiter(Protocol):
@@ -63,11 +64,12 @@ class RateLimiter:
     `window` seconds, across everything sharing the store."""
 
     def __init__(self, store: Store, limit: int, window: float, *, kind: str = "create",
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], bool | None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] | None = None) -> None:
         self.store, self.limit, self.window, self.kind = store, limit, window, kind
         self._span = window * WINDOW_MARGIN + EDGE_SECONDS
-        # `clock` measures waits here; the back-off is dated on the store's clock, shared by every instance.
+        # `sleep` may return True when cut short by a shutdown (Event.wait); `clock` measures waits here;
+        # the back-off is dated on the store's clock, shared by every instance.
         self._sleep, self._clock, self._wall_clock = sleep, clock, wall_clock or store.now
 
     def take(self, wanted: int) -> tuple[int, float]:
@@ -82,9 +84,11 @@ class RateLimiter:
                 return
             if deadline is not None and self._clock() + wait >= deadline:
                 raise GaveUp(DEADLINE_MESSAGE if self.kind == "create" else READ_DEADLINE_MESSAGE)
-            self._sleep(wait)
+            stopped = self._sleep(wait)
             if self.kind == "create":
                 metrics.rate_limit_wait.inc(wait)
+            if stopped:  # a stop-aware sleep (Event.wait) cut short: the service is stopping
+                raise GaveUp(STOPPING_MESSAGE)
 
     def back_off(self) -> bool:
         """After a 429 (someone else spent our quota), hold every creation until the window has reset."""

@@ -30,6 +30,13 @@ class BatchNotFound(DomainError):
         super().__init__(f"No batch with id {batch_id!r}.")
 
 
+class RowNotFound(BatchNotFound):
+    """The batch has no row with this number."""
+
+    def __init__(self, batch_id: str, row: int) -> None:
+        DomainError.__init__(self, f"Batch {batch_id} has no row {row}.")
+
+
 class ImportNotFound(DomainError):
     """No import has this id."""
 

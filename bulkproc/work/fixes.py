@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from ..errors import BatchConflict, BatchNotFound, DomainError, RowRefused
+from ..errors import BatchConflict, RowNotFound, RowRefused
 from ..files import rules
 from ..states import RUNNING, BatchStatus, RowStatus
 from ..store import Batch, Row, Store
@@ -15,13 +15,6 @@ from .documents import reported_status
 FIELDS = ("name", "address", "phone")
 # What a fixed row reads until a resume creates it: the upstream's old reason no longer applies.
 FIXED_ERROR = "Changed since it failed; resume the batch to create it with the new values."
-
-
-class RowNotFound(BatchNotFound):
-    """The batch has no row with this number."""
-
-    def __init__(self, batch_id: str, row: int) -> None:
-        DomainError.__init__(self, f"Batch {batch_id} has no row {row}.")
 
 
 def changes_from(body: Any, row: int) -> dict[str, str]:

@@ -48,7 +48,7 @@ def estimating():
     made = []
 
     def build(taken: list[float], now: float) -> Imports:
-        jobs = SimpleNamespace(store=_Slots(taken), close_with=lambda _close: None)
+        jobs = SimpleNamespace(store=_Slots(taken), close_with=lambda _close: None, heartbeat=None)
         made.append(Imports(jobs, batch_rows=20, rate=(LIMIT, WINDOW), concurrency=LIMIT,
                             creation_seconds=CREATION, clock=lambda: now))
         return made[-1]

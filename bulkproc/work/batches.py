@@ -224,19 +224,25 @@ class Jobs:
         metrics.batches_finished.labels(outcome).inc()
         log.info("finished: %s", outcome)
 
+    def once_the_store_answers(self, write: Callable[[], object], first_pause: float = 0.05) -> bool:
+        """Call `write` until the store lets it through, backing off up to 2 s between tries; False
+        when the service stops first (RunLost and other errors of `write` propagate)."""
+        pause = first_pause
+        while not self._stopping.wait(pause):
+            try:
+                write()
+                return True
+            except StoreUnavailable:
+                pause = min(pause * 2, 2.0)
+        return False
+
     def _close_later(self, run: Run) -> bool:
         """Once the store answers again, fail the rows a store failure left open and end the run, so that
         no row reads in_progress and a resume can finish the batch; unless another run took it over.
         Whether a closer was started (it lets go of the run when done)."""
         def close() -> None:
-            pause = 0.05
             try:
-                while not self._stopping.wait(pause):
-                    try:
-                        self._end_run(run, STORE_FAILED, fail_unfinished=True)
-                        return
-                    except StoreUnavailable:
-                        pause = min(pause * 2, 2.0)
+                self.once_the_store_answers(lambda: self._end_run(run, STORE_FAILED, fail_unfinished=True))
             except RunLost:
                 log.warning("another run took the batch over while the job store was failing")
             finally:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from ..errors import BatchConflict, ImportNotFound, RunLost
+from ..errors import BatchConflict, ImportNotFound, RunLost, StoreUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_batch_context
 from ..states import FINAL, RUNNING, BatchStatus, RowStatus
@@ -244,7 +244,11 @@ class Imports:
 
     def _run_started(self, run: Run) -> None:
         started = self._clock()
-        run.holds(self.store.start_import_run(run, started))
+        try:
+            run.holds(self.store.start_import_run(run, started))
+        except StoreUnavailable:  # waited out like the finish: the import is held meanwhile
+            if not self.jobs.once_the_store_answers(lambda: run.holds(self.store.start_import_run(run, started))):
+                return
         log.info("import running")
         try:
             for future in wait(self._start_batches(run)).done:
@@ -254,9 +258,22 @@ class Imports:
             raise
         except Exception:  # the task boundary: log it; the batches keep their own states
             log.exception("import runner stopped by an unexpected error")
-        status = self._settled(run.id)
-        run.holds(self.store.finish_import_run(run, status, self._clock() - started))
-        log.info("import finished: %s", status)
+        self._finish(run, started)
+
+    def _finish(self, run: Run, started: float) -> None:
+        """Record the run's outcome and let the import go; a store failure is waited out (the
+        heartbeat keeps the import meanwhile), so a live import never lapses into `interrupted`."""
+        def finish() -> None:
+            status = self._settled(run.id)
+            run.holds(self.store.finish_import_run(run, status, self._clock() - started))
+            log.info("import finished: %s", status)
+
+        try:
+            finish()
+        except StoreUnavailable as exc:
+            log.warning("could not record the import's outcome: the job store is unavailable (%s); "
+                        "trying again until it answers", exc.reason)
+            self.jobs.once_the_store_answers(finish)
 
     def _start_batches(self, run: Run) -> list[Future]:
         """Start this run's batches in order, each once the one before has no row waiting for a slot."""

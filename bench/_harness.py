@@ -44,13 +44,14 @@ def upload(session: requests.Session, base_url: str, csv_bytes: bytes, *, asynch
                         files={"file": ("hospitals.csv", csv_bytes, "text/csv")})
 
 
-FINAL_STATUSES = frozenset({"completed", "partially_failed", "failed", "interrupted", "rolled_back"})
+FINAL_STATUSES = frozenset({"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"})
 
 
 def wait_until_final(session: requests.Session, url: str, deadline: float, poll: float = 0.05) -> dict:
-    """Poll a batch's status URL until its status is final; TimeoutError past `deadline` (monotonic)."""
+    """Poll a batch's or an import's status URL until its status is final; TimeoutError past `deadline`
+    (monotonic)."""
     while True:
-        document = session.get(url, timeout=10).json()
+        document = session.get(url, timeout=60).json()
         if document["status"] in FINAL_STATUSES:
             return document
         if time.monotonic() > deadline:

@@ -41,7 +41,6 @@ RATIO_TARGET = 1.05
 RSS_ROWS = 1000
 RSS_LIMIT, RSS_WINDOW, RSS_DELAY = 100, 2.0, 0.05
 RSS_TARGET_MB = 80.0
-FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
 
 
 def main() -> int:
@@ -58,16 +57,6 @@ def start_import(http: requests.Session, base_url: str, rows: int) -> str:
         raise RuntimeError(f"import: HTTP {response.status_code} {response.text[:300]}")
     return base_url + response.headers["Location"]
 
-
-def wait_import(http: requests.Session, url: str, deadline: float, poll: float = 0.05) -> tuple[dict, float]:
-    """Poll the import until final; (its document, the monotonic time it was seen final)."""
-    while True:
-        document = http.get(url, timeout=10).json()
-        if document["status"] in FINAL:
-            return document, time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} still {document['status']!r} at the deadline")
-        time.sleep(poll)
 
 
 def activation_round_trip(base_url: str) -> float:
@@ -96,7 +85,8 @@ def pacing(label: str, *, with_upload: bool) -> None:
             if with_upload:
                 sender = threading.Thread(target=send_upload_mid_way, args=(service.url, url, small))
                 sender.start()
-            document, done_at = wait_import(http, url, time.monotonic() + 600)
+            document = wait_until_final(http, url, time.monotonic() + 600)
+            done_at = time.monotonic()
             if sender is not None:
                 sender.join()
         stats = dict(up.sim.stats)
@@ -165,7 +155,8 @@ def memory() -> None:
             started = time.monotonic()
             url = start_import(http, service.url, RSS_ROWS)
             # Read the document while it runs, as a page would: the biggest one is built meanwhile.
-            document, done_at = wait_import(http, url, time.monotonic() + 600, poll=0.2)
+            document = wait_until_final(http, url, time.monotonic() + 600, poll=0.2)
+            done_at = time.monotonic()
         rss = {pid: peak_rss_mb(pid) for pid in workers}
         stats = dict(up.sim.stats)
     finally:

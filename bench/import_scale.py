@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import requests
-from _harness import Service, header, hospitals_csv, line, peak_rss_mb, verdict
+from _harness import Service, header, hospitals_csv, line, peak_rss_mb, verdict, wait_until_final
 
 from bulkproc.simulator import create_simulator, serve
 
@@ -34,7 +34,6 @@ DELAY = 0.01
 POLL = 0.5
 RATE_TARGET = 400.0
 FLAT_TARGET = 1.10  # peak RSS at 10,000 rows over that at 1,000
-FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
 ENV = {"BULKPROC_CREATE_RATE": "0", "BULKPROC_MAX_IMPORT_ROWS": str(max(SIZES)),
        "BULKPROC_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024)}
 
@@ -68,7 +67,8 @@ def run(rows: int) -> dict[str, float]:
         with requests.Session() as http:
             started = time.monotonic()
             url = start_import(http, service.url, rows)
-            document, done_at = wait_import(http, url, started + 1200)
+            document = wait_until_final(http, url, started + 1200, poll=POLL)
+            done_at = time.monotonic()
             took = done_at - started
             fetch_started = time.monotonic()
             csv = http.get(url + "/results.csv", timeout=120)
@@ -106,16 +106,6 @@ def start_import(http: requests.Session, base_url: str, rows: int) -> str:
         raise RuntimeError(f"import: HTTP {response.status_code} {response.text[:300]}")
     return base_url + response.headers["Location"]
 
-
-def wait_import(http: requests.Session, url: str, deadline: float) -> tuple[dict, float]:
-    """Poll the import until final; (its document, the monotonic time it was seen final)."""
-    while True:
-        document = http.get(url, timeout=60).json()
-        if document["status"] in FINAL:
-            return document, time.monotonic()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} still {document['status']!r} at the deadline")
-        time.sleep(POLL)
 
 
 if __name__ == "__main__":

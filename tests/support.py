@@ -107,3 +107,16 @@ def waited_for(condition: Callable[[], object], *, timeout: float, interval: flo
             return False
         time.sleep(interval)  # sleep-ok: the pause between looks of a loop bounded by `deadline`
     return True
+
+
+class FakeClock:
+    """Wall-clock seconds that move only when the test says so."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -15,22 +15,10 @@ from bulkproc.store import Run, Store
 from bulkproc.work.documents import batch_document, reported_import_status, reported_status
 from bulkproc.work.heartbeat import Heartbeat
 from tests.postgres import postgres_url, store_url  # noqa: F401
+from tests.support import FakeClock
 
 T0 = 1_700_000_000.0
 LEASE = 10.0
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

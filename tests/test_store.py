@@ -18,24 +18,12 @@ from bulkproc.store import Run, Store, limiter, metadata
 from bulkproc.store import database as store_module
 from bulkproc.store.schema import batches
 from tests.postgres import postgres_url, store_url  # noqa: F401
+from tests.support import FakeClock
 
 T0 = 1_700_000_000.0
 # The run token the batches of these tests are written with (test_leases.py tests the fence itself).
 TOKEN = "run-a"
 JOIN_SECONDS = 20
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The processor's own cost as an import grows: 1,000 and 10,000 rows with nothing else to wait for.
 
 The simulator takes 10 ms per creation and has no limits (creations and reads); the service is
-told there is no create limit (BULKPROC_CREATE_RATE=0), so nothing paces the rows but the
+told there is no create or read limit (BULKPROC_CREATE_RATE=0, BULKPROC_READ_RATE=0), so nothing paces the rows but the
 processor itself: its store writes, its threads, its documents. One gunicorn worker, a SQLite
 job store, BULKPROC_MAX_IMPORT_ROWS=10000. Each size runs on a fresh service, and prints:
 
@@ -34,7 +34,7 @@ DELAY = 0.01
 POLL = 0.5
 RATE_TARGET = 400.0
 FLAT_TARGET = 1.10  # peak RSS at 10,000 rows over that at 1,000
-ENV = {"BULKPROC_CREATE_RATE": "0", "BULKPROC_MAX_IMPORT_ROWS": str(max(SIZES)),
+ENV = {"BULKPROC_CREATE_RATE": "0", "BULKPROC_READ_RATE": "0", "BULKPROC_MAX_IMPORT_ROWS": str(max(SIZES)),
        "BULKPROC_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024)}
 
 

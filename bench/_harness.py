@@ -47,6 +47,16 @@ def upload(session: requests.Session, base_url: str, csv_bytes: bytes, *, asynch
 FINAL_STATUSES = frozenset({"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"})
 
 
+def start_import(session: requests.Session, base_url: str, rows: int, *, prefix: str = "Imported",
+                 timeout: float = 120) -> str:
+    """POST a generated file of `rows` hospitals to /hospitals/imports; the import's URL (RuntimeError unless 202)."""
+    response = session.post(base_url + "/hospitals/imports", timeout=timeout,
+                            files={"file": ("import.csv", hospitals_csv(rows, prefix), "text/csv")})
+    if response.status_code != 202:
+        raise RuntimeError(f"import: HTTP {response.status_code} {response.text[:300]}")
+    return base_url + response.headers["Location"]
+
+
 def wait_until_final(session: requests.Session, url: str, deadline: float, poll: float = 0.05) -> dict:
     """Poll a batch's or an import's status URL until its status is final; TimeoutError past `deadline`
     (monotonic)."""

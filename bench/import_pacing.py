@@ -26,7 +26,8 @@ import threading
 import time
 
 import requests
-from _harness import Service, header, hospitals_csv, least_time, line, peak_rss_mb, upload, verdict, wait_until_final
+from _harness import (Service, header, hospitals_csv, least_time, line, peak_rss_mb, start_import, upload, verdict,
+                      wait_until_final)
 
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.work.rate_limit import EDGE_SECONDS, WINDOW_MARGIN
@@ -48,15 +49,6 @@ def main() -> int:
     pacing(f"a 200-row import and a {UPLOAD_ROWS}-row upload sent mid-way", with_upload=True)
     memory()
     return 0
-
-
-def start_import(http: requests.Session, base_url: str, rows: int) -> str:
-    response = http.post(base_url + "/hospitals/imports", timeout=60,
-                         files={"file": ("import.csv", hospitals_csv(rows, "Imported"), "text/csv")})
-    if response.status_code != 202:
-        raise RuntimeError(f"import: HTTP {response.status_code} {response.text[:300]}")
-    return base_url + response.headers["Location"]
-
 
 
 def activation_round_trip(base_url: str) -> float:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import requests
-from _harness import Service, header, hospitals_csv, line, peak_rss_mb, verdict, wait_until_final
+from _harness import Service, header, line, peak_rss_mb, start_import, verdict, wait_until_final
 
 from bulkproc.simulator import create_simulator, serve
 
@@ -66,7 +66,7 @@ def run(rows: int) -> dict[str, float]:
         at_boot, cpu_at_boot = peak_rss_mb(worker), cpu_seconds(worker)
         with requests.Session() as http:
             started = time.monotonic()
-            url = start_import(http, service.url, rows)
+            url = start_import(http, service.url, rows, prefix="Scaled")
             document = wait_until_final(http, url, started + 1200, poll=POLL)
             done_at = time.monotonic()
             took = done_at - started
@@ -97,15 +97,6 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_import(http: requests.Session, base_url: str, rows: int) -> str:
-    response = http.post(base_url + "/hospitals/imports", timeout=120,
-                         files={"file": ("import.csv", hospitals_csv(rows, "Scaled"), "text/csv")})
-    if response.status_code != 202:
-        raise RuntimeError(f"import: HTTP {response.status_code} {response.text[:300]}")
-    return base_url + response.headers["Location"]
-
 
 
 if __name__ == "__main__":

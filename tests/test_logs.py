@@ -62,10 +62,12 @@ def test_json_lines_carry_the_batch_and_request_ids_from_every_thread(service, u
 
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert any(e["logger"] == "bulkproc.upstream.client" and e["level"] == "WARNING" for e in entries)
-    assert any(e["message"] == "finished: completed" for e in entries)
+    (finished,) = [e for e in entries if e["message"].startswith("batch finished:")]
+    assert finished["message"].startswith("batch finished: completed (3 rows: 3 created_and_activated) in ")
+    assert finished["rows"] == {"created_and_activated": 3} and finished["duration_seconds"] > 0
     for entry in entries:
-        assert set(entry) == {"time", "level", "logger", "message", "batch_id", "request_id"}
-        assert (entry["batch_id"], entry["request_id"]) == (batch_id, "upload-7"), entry
+        assert {"time", "level", "logger", "message", "batch_id", "import_id", "request_id"} <= set(entry)
+        assert (entry["batch_id"], entry["import_id"], entry["request_id"]) == (batch_id, None, "upload-7"), entry
 
 
 def test_a_json_line_holds_the_exception_and_null_ids_outside_any_request():

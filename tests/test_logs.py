@@ -10,6 +10,7 @@ import pytest
 
 from bulkproc import logs
 from bulkproc.config import ConfigError, from_env
+from tests.gunicorn_service import GunicornService, service_env
 from tests.support import hospitals_csv, wait_until
 
 
@@ -106,3 +107,47 @@ def test_the_log_format_is_a_setting(text, expected):
 def test_an_unknown_log_format_names_its_variable():
     with pytest.raises(ConfigError, match="BULKPROC_LOG_FORMAT"):
         from_env({"BULKPROC_LOG_FORMAT": "xml"})
+
+
+def test_every_line_of_gunicorn_is_json_access_lines_and_tracebacks_included(tmp_path, upstream):
+    env = service_env(upstream.url, f"sqlite:///{tmp_path}/jobs.sqlite3", BULKPROC_LOG_FORMAT="json")
+    service = GunicornService(env, tmp_path / "gunicorn.log", workers=1, app="tests.raising_wsgi:app").start()
+    try:
+        assert service.get("/_test/raise", headers={"X-Request-ID": "boom-1"}).status_code == 500
+        assert service.upload(hospitals_csv(2), headers={"X-Request-ID": "up-1"}).json()["status"] == "completed"
+        assert service.get("/no/such/page").status_code == 404
+    finally:
+        service.stop()
+
+    lines = [line for line in service.log_tail(10**7).splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    by_logger = {e["logger"] for e in entries}
+    assert {"gunicorn.error", "gunicorn.access", "bulkproc.web.http_errors"} <= by_logger
+    (failed,) = [e for e in entries if e["logger"] == "bulkproc.web.http_errors"]
+    assert failed["request_id"] == "boom-1" and "RuntimeError: raised for the log test" in failed["exception"]
+    access = [e for e in entries if e["logger"] == "gunicorn.access"]
+    assert {(e["method"], e["path"], e["status"]) for e in access} >= {
+        ("GET", "/_test/raise", 500), ("POST", "/hospitals/bulk", 200), ("GET", "/no/such/page", 404)}
+    assert [e["request_id"] for e in access if e["path"] == "/hospitals/bulk"] == ["up-1"]
+    assert any(e["message"].startswith("batch finished: completed (2 rows") for e in entries)
+    assert any(e["message"] == "Shutting down: Master" for e in entries)
+
+
+def test_import_lines_are_labelled_as_imports():
+    stream, detach = capture("text")
+    json_stream, json_detach = capture("json")
+    try:
+        logs.in_import_context("imp-1", logging.getLogger("bulkproc.work.imports").info)("import started")
+        in_import = logs.in_import_context("imp-1", lambda: logs.in_batch_context(
+            "b-1", logging.getLogger("bulkproc.work.batches").info))
+        in_import()("a batch of the import")
+    finally:
+        json_detach()
+        detach()
+
+    assert [line.split(" INFO ")[1] for line in stream.getvalue().splitlines()] == [
+        "[import imp-1] [request -] bulkproc.work.imports: import started",
+        "[import imp-1] [batch b-1] [request -] bulkproc.work.batches: a batch of the import"]
+    first, second = (json.loads(line) for line in json_stream.getvalue().splitlines())
+    assert (first["import_id"], first["batch_id"]) == ("imp-1", None)
+    assert (second["import_id"], second["batch_id"]) == ("imp-1", "b-1")

@@ -55,6 +55,10 @@ threads = _settings["GUNICORN_THREADS"]
 # gthread workers heartbeat from their main loop, so long requests are not killed by this.
 timeout = 120
 graceful_timeout = 30
+# gunicorn's own refusals (414, 431) are HTML: as long as nginx's 8 KiB buffers (deploy/proxy), so that
+# behind it nginx refuses first, in JSON.
+limit_request_line = 8190
+limit_request_field_size = 8190
 accesslog = "-"
 # gunicorn 23+'s control socket lives at one fixed path per user; several servers on one machine
 # (tests, benchmarks, make run) would fight over it, and nothing here uses it.

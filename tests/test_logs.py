@@ -5,11 +5,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 
 import pytest
+import requests
+import responses
+from responses.registries import OrderedRegistry
+from urllib3.exceptions import MaxRetryError, NameResolutionError
 
 from bulkproc import logs
 from bulkproc.config import ConfigError, from_env
+from bulkproc.errors import GaveUp
+from bulkproc.upstream.client import DirectoryClient
 from tests.gunicorn_service import GunicornService, service_env
 from tests.support import hospitals_csv, wait_until
 
@@ -151,3 +158,20 @@ def test_import_lines_are_labelled_as_imports():
     first, second = (json.loads(line) for line in json_stream.getvalue().splitlines())
     assert (first["import_id"], first["batch_id"]) == ("imp-1", None)
     assert (second["import_id"], second["batch_id"]) == ("imp-1", "b-1")
+
+
+@responses.activate(registry=OrderedRegistry, assert_all_requests_are_fired=True)
+def test_a_name_lookup_failure_is_named_as_such_not_as_a_refused_connection():
+    url = "http://directory.test/hospitals/batch/550e8400-e29b-41d4-a716-446655440000"
+    lookup = NameResolutionError("directory.test", None, socket.gaierror(-2, "Name or service not known"))
+    responses.get(url, body=requests.ConnectionError(MaxRetryError(None, url, reason=lookup)))
+    client = DirectoryClient("http://directory.test", max_attempts=1, outage_grace=0, sleep=lambda _: None)
+    try:
+        with pytest.raises(GaveUp) as gave_up:
+            client.list_batch("550e8400-e29b-41d4-a716-446655440000")
+    finally:
+        client.close()
+
+    assert "could not look up the directory's host name (" in str(gave_up.value)
+    assert "Name or service not known" in str(gave_up.value)
+    assert "could not connect" not in str(gave_up.value)

@@ -39,25 +39,36 @@ def _one_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+# The cases, each through a real launcher process.
 @pytest.mark.parametrize("variable,text", [
     ("BULKPROC_MAX_ROWS", "50"),  # the upstream caps a batch at 20
     ("BULKPROC_API_TOKEN", "   "),  # blank is never "no token"
-    ("BULKPROC_API_TOKEN", "short-token"),
     ("BULKPROC_MAX_STREAMS", "100"),  # not below the 16 threads
-    ("WEB_CONCURRENCY", "two"),
-    ("GUNICORN_THREADS", "0"),
-    ("PORT", "http"),
-    ("BULKPROC_METRICS_TOKEN", ""),
-    ("BULKPROC_STORE_WAIT", "soon"),
-    ("BULKPROC_WEBHOOK_SECRET", "not-a-secret"),
+    ("WEB_CONCURRENCY", "two"),  # gunicorn itself would answer with a traceback
     ("DATABASE_URL", "postgres://"),  # no host: libpq would try a local socket
-    ("BULKPROC_LOG_FORMAT", "xml"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, variable, text):
     line = _one_line(_launch(tmp_path, **{variable: text}))
 
     assert line.startswith(f"bulkproc: {variable}")
     assert "is not valid: expected" in line
+
+
+# The rest of the table, through the same main() in this process (it stops before any exec).
+@pytest.mark.parametrize("variable,text", [
+    ("BULKPROC_API_TOKEN", "short-token"), ("GUNICORN_THREADS", "0"), ("PORT", "http"),
+    ("BULKPROC_METRICS_TOKEN", ""), ("BULKPROC_STORE_WAIT", "soon"), ("BULKPROC_WEBHOOK_URL", "hooks.example"),
+    ("BULKPROC_WEBHOOK_SECRET", "not-a-secret"), ("BULKPROC_LOG_FORMAT", "xml"), ("BULKPROC_READ_RATE", "50"),
+])
+def test_every_variable_is_checked_by_the_launcher(tmp_path, capfd, monkeypatch, variable, text):
+    # A fresh handler, on this test's captured stderr.
+    monkeypatch.setattr(logging.getLogger("bulkproc.serve"), "handlers", [])
+    status = serve.main([], {"DATABASE_URL": f"sqlite:///{tmp_path}/jobs.sqlite3", variable: text})
+
+    out, err = capfd.readouterr()
+    assert status == serve.BAD_SETTING and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"bulkproc: {variable}") and "is not valid: expected" in line
 
 
 def test_a_secret_is_never_repeated_in_the_refusal(tmp_path):
@@ -139,3 +150,21 @@ def test_every_documented_start_goes_through_the_launcher():
     assert 'CMD ["python", "-m", "bulkproc.serve"]' in dockerfile
     assert f"exec {launcher}" in compose["services"]["web"]["command"][-1]
     assert '"bulkproc.serve"' in (ROOT / "scripts" / "run.py").read_text()
+
+
+def test_a_store_lost_after_the_check_stops_gunicorn_with_one_line_a_worker(tmp_path):
+    # gunicorn without the launcher, as if the database went away between its check and the boot.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKPROC_") and k not in (
+        "HOSPITAL_API_BASE_URL", "PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS")}
+    env.update({"DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{free_port()}/x", "WEB_CONCURRENCY": "1",
+                "BULKPROC_LOG_FORMAT": "json"})
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind",
+                             f"127.0.0.1:{free_port()}", "wsgi:app"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]  # every line JSON, gunicorn's too
+    (refusal,) = [e for e in entries if e["logger"] == "bulkproc.serve"]
+    assert refusal["message"].startswith("the job store does not answer: connection failed")
+    assert any(e["message"] == "Reason: Worker failed to boot." for e in entries)

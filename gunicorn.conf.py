@@ -43,8 +43,8 @@ from bulkproc.config import ConfigError, from_env
 try:
     _settings = from_env()
 except ConfigError as exc:
-    print(f"bulkproc: {exc}", file=sys.stderr)
-    sys.exit(1)
+    logs.startup_logger(logs.format_from_env(os.environ)).error("%s", exc)
+    sys.exit(2)
 
 bind = f"0.0.0.0:{_settings['PORT']}"
 # Threads, not processes, carry the concurrency: a synchronous upload waits ~5 s on the upstream
@@ -98,11 +98,12 @@ def _noting_stop(worker, handler, quick):
 
 def _exit_in_time(worker):
     """Exit (status 0) shortly before the master's deadline if the worker is still winding down."""
-    while (left := worker.bulkproc_deadline - min(_STOP_MARGIN, worker.cfg.graceful_timeout / 4) - time.monotonic()) > 0:
+    margin = min(_STOP_MARGIN, worker.cfg.graceful_timeout / 4)
+    while (left := worker.bulkproc_deadline - margin - time.monotonic()) > 0:
         time.sleep(min(left, 0.1))
     logging.getLogger("bulkproc.stop").warning(
-        "stopping with work still in flight after gunicorn's graceful timeout (%s s): it stays resumable",
-        worker.cfg.graceful_timeout)
+        "stopping with work still in flight at gunicorn's stop deadline: it stays resumable "
+        "(its lease lapses, then resume it)")
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

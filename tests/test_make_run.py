@@ -164,4 +164,4 @@ def test_ctrl_c_stops_a_busy_make_run_within_five_seconds(tmp_path, attempt):
     assert "Shutting down: Master" in output and "Traceback" not in output, output[-3000:]
     # The worker leaves before the master's deadline: no SIGKILL, so no "Perhaps out of memory?".
     assert "SIGKILL" not in output and "out of memory" not in output, output[-3000:]
-    assert "stopping with work still in flight" in output, output[-3000:]
+    assert "stopping with work still in flight at gunicorn's stop deadline" in output, output[-3000:]

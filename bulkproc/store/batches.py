@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
@@ -50,13 +52,40 @@ def _row_update(columns: tuple[str, ...], every_row: bool) -> Update:
         **{c: bindparam(f"v_{c}", type_=batch_rows.c[c].type) for c in columns})
 
 
-def _as_row(found: Any) -> Row:
-    """A row record from a batch_rows result row."""
-    return Row(**{k: v for k, v in found._mapping.items() if k != "batch_id"})
+# A row's creation recorded: one statement for every row of a group (executemany).
+_CREATED = update(batch_rows).where(
+    batch_rows.c.batch_id == bindparam("r_batch"), batch_rows.c.row == bindparam("r_row"),
+).values(status=RowStatus.CREATED, hospital_id=bindparam("v_hospital_id"), error=None)
+
+
+@dataclass(eq=False)
+class _Created:
+    """A row's creation waiting to be recorded, and, once its group's transaction ended, whether
+    its run still held the batch (None when the transaction failed)."""
+    run: Run
+    row: int
+    hospital_id: int
+    done: bool = False
+    held: bool | None = None
+
+
+# The columns of a Batch and of a Row record in their fields' order: records are built by position,
+# since building them by name cost more than reading them.
+BATCH_COLUMNS = tuple(batches.c[f.name] for f in fields(Batch) if f.name in batches.c)
+ROW_COLUMNS = tuple(batch_rows.c[f.name] for f in fields(Row))
+_BATCH = select(*BATCH_COLUMNS).where(batches.c.id == bindparam("b_id"))
+_ROWS = select(*ROW_COLUMNS).where(batch_rows.c.batch_id == bindparam("b_id")).order_by(batch_rows.c.row)
 
 
 class BatchRecords(Database):
     """Batches and their rows: reads, and the named transitions, each one write bumping the version."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Creations recorded while another group's transaction runs wait here for the next one.
+        self._created: list[_Created] = []
+        self._created_lock = threading.Lock()
+        self._group_lock = threading.Lock()
 
     def insert_batch(self, batch_id: str, rows: Iterable, *, owner: str, lease_until: float,
                      token: str | None = None, idempotency_key: str | None = None,
@@ -94,23 +123,21 @@ class BatchRecords(Database):
     def get_batch(self, batch_id: str) -> Batch | None:
         """The batch with its rows in CSV order, or None."""
         with self._read() as conn:
-            found = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+            found = conn.execute(_BATCH, {"b_id": batch_id}).first()
             if found is None:
                 return None
-            rows = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id)
-                                .order_by(batch_rows.c.row)).all()
+            rows = conn.execute(_ROWS, {"b_id": batch_id}).all()
             read_at = self._now(conn)
-        loaded = [_as_row(r) for r in rows]
-        return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)),
-                     read_at=read_at)
+        loaded = [Row(*r) for r in rows]
+        return Batch(*found, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)), read_at=read_at)
 
 
     def rows_of(self, batch_ids: list[str]) -> list[tuple[str, Row]]:
         """The rows of these batches with their batch ids, in row-number order, in one read."""
         with self._read() as conn:
-            found = conn.execute(select(batch_rows).where(batch_rows.c.batch_id.in_(batch_ids))
+            found = conn.execute(select(batch_rows.c.batch_id, *ROW_COLUMNS).where(batch_rows.c.batch_id.in_(batch_ids))
                                  .order_by(batch_rows.c.row, batch_rows.c.batch_id)).all()
-        return [(r.batch_id, _as_row(r)) for r in found]
+        return [(r[0], Row(*r[1:])) for r in found]
 
 
     def recent(self, limit: int) -> list[Batch]:
@@ -167,8 +194,48 @@ class BatchRecords(Database):
 
 
     def record_created(self, run: Run, row: int, hospital_id: int) -> bool:
-        """The row exists upstream as `hospital_id`."""
-        return self._change(run, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+        """The row exists upstream as `hospital_id`: committed when this returns, in one transaction
+        with the creations of any rows recorded meanwhile (each fenced on its own run)."""
+        held = self._record_in_group(_Created(run, row, hospital_id))
+        if held is None:  # the group's transaction failed: this row alone meets its own failure
+            return self._change(run, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+        return held
+
+
+    def _record_in_group(self, mine: _Created) -> bool | None:
+        """Wait until a group holding `mine` is committed, writing it (and all waiting) if no other
+        thread is; whether its run held the batch, None when the group's transaction failed.
+
+        The rows of twenty creations answered together took twenty transactions, one after the
+        other on SQLite's one writer: grouped, the ones that arrive while one commits share the next.
+        """
+        with self._created_lock:
+            self._created.append(mine)
+        with self._group_lock:
+            if not mine.done:
+                with self._created_lock:
+                    group, self._created = self._created, []
+                try:
+                    held = self._write_created(group)
+                except Exception:
+                    held = None
+                for pending in group:
+                    pending.held = None if held is None else pending.run in held
+                    pending.done = True
+        return mine.held
+
+
+    def _write_created(self, group: list[_Created]) -> set[Run]:
+        """Record the group's creations in one transaction; the runs that still held their batches."""
+        with self._write() as conn:
+            held = {run for run in dict.fromkeys(p.run for p in group) if self._fenced(conn, run, {})}
+            rows = [{"r_batch": p.run.id, "r_row": p.row, "v_hospital_id": p.hospital_id}
+                    for p in group if p.run in held]
+            if rows:
+                conn.execute(_CREATED, rows)
+        if held:
+            self._notify()
+        return held
 
 
     def record_row_failed(self, run: Run, row: int, error: str, *, may_have_landed: bool = True) -> bool:
@@ -267,9 +334,9 @@ class BatchRecords(Database):
 
 
     def _other_rows(self, conn: Connection, batch_id: str, row: int) -> list[Row]:
-        found = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id, batch_rows.c.row != row)
+        found = conn.execute(select(*ROW_COLUMNS).where(batch_rows.c.batch_id == batch_id, batch_rows.c.row != row)
                              .order_by(batch_rows.c.row)).all()
-        return [_as_row(r) for r in found]
+        return [Row(*r) for r in found]
 
 
     def start_rows(self, run: Run, rows: Iterable[int], now: float) -> bool | None:

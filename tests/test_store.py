@@ -144,6 +144,15 @@ def test_workers_starting_together_on_a_new_database_all_open_it(store_url, tmp_
                 store.close()
 
 
+def test_sqlite_connections_keep_a_small_page_cache_whatever_the_file_size(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/jobs.sqlite3")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -store_module.SQLITE_CACHE_KIB
+    finally:
+        store.close()
+
+
 def test_a_new_sqlite_file_locked_by_another_worker_is_waited_for(tmp_path):
     path = tmp_path / "new.sqlite3"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ClauseElement, ColumnElement, Connection, Float, Update, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Float, Update, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import IdempotencyMismatch
@@ -33,15 +33,17 @@ def _earlier_upload(clash: IntegrityError, find: Callable[[str], Batch | Import 
 
 
 @cache
-def _fence(columns: tuple[str, ...]) -> Update:
-    """The fenced bump of a batch that also sets `columns`, its values all parameters: built once
-    for each set of columns, so a row's write costs the database's work, not SQLAlchemy's."""
+def _fence(columns: tuple[str, ...], from_status: bool) -> Update:
+    """The fenced bump of a batch that also sets `columns` (and, with `from_status`, only from the
+    status `f_status`), its values all parameters: built once for each set of columns, so a row's
+    write costs the database's work, not SQLAlchemy's."""
     now = bindparam("f_now", type_=Float)
+    status = [batches.c.status == bindparam("f_status")] if from_status else []
     return update(batches).where(
         batches.c.id == bindparam("f_id"), batches.c.run_token == bindparam("f_token"),
-        batches.c.status != BatchStatus.ROLLED_BACK,
-    ).values(**{**banked(now), "version": batches.c.version + 1, "updated_at": now,
-                **{c: bindparam(f"v_{c}", type_=batches.c[c].type) for c in columns}})
+        batches.c.status != BatchStatus.ROLLED_BACK, *status,
+    ).values(**{**banked(bindparam("f_banked", type_=Float)), "version": batches.c.version + 1,
+                "updated_at": now, **{c: bindparam(f"v_{c}", type_=batches.c[c].type) for c in columns}})
 
 
 @cache
@@ -56,6 +58,12 @@ def _row_update(columns: tuple[str, ...], every_row: bool) -> Update:
 _CREATED = update(batch_rows).where(
     batch_rows.c.batch_id == bindparam("r_batch"), batch_rows.c.row == bindparam("r_row"),
 ).values(status=RowStatus.CREATED, hospital_id=bindparam("v_hospital_id"), error=None)
+
+
+# Whether a batch belongs to an import whose live run was asked to cancel (read several times a batch).
+_CANCELLING = select(imports.c.id).join(import_batches, import_batches.c.import_id == imports.c.id).where(
+    import_batches.c.batch_id == bindparam("b_id"), imports.c.cancel_requested,
+    imports.c.status.in_([str(s) for s in RUNNING]), imports.c.lease_expires >= bindparam("b_now", type_=Float))
 
 
 @dataclass(eq=False)
@@ -163,7 +171,7 @@ class BatchRecords(Database):
     def start_run(self, run: Run, now: float) -> bool:
         """The queued batch is being processed by `run`, from `now`; False when the run lost it."""
         return self._change(run, batch={"status": BatchStatus.PROCESSING, "run_started_at": now, "error": None},
-                            only_if=batches.c.status == BatchStatus.QUEUED)
+                            from_status=BatchStatus.QUEUED)
 
 
     def set_status(self, run: Run, status: str) -> bool:
@@ -177,10 +185,11 @@ class BatchRecords(Database):
 
 
     def finish_run(self, run: Run, status: str, error: str | None, now: float) -> bool:
-        """End the run at `now`: its time joins the batch's, and the lease is let go."""
+        """End the run at `now`: its time joins the batch's (as every fenced write banks it), and the
+        lease is let go."""
         return self._change(run, batch={
-            "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None,
-            "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)})
+            "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None},
+            now=now)
 
 
     def release_lease(self, run: Run, status: str) -> bool:
@@ -274,11 +283,12 @@ class BatchRecords(Database):
 
 
     def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
-                only_if: ColumnElement[bool] | None = None, **row_values) -> bool:
+                from_status: str | None = None, now: float | None = None, **row_values) -> bool:
         """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still
-        owns the batch and it is not rolled back, and wake watchers; return whether it did."""
+        owns the batch, it is not rolled back (and is in `from_status`, when given), and wake
+        watchers; return whether it did. The run's time is banked at `now` (the store's, if None)."""
         with self._write() as conn:
-            if not self._fenced(conn, run, batch or {}, only_if):
+            if not self._fenced(conn, run, batch or {}, from_status, now):
                 return False
             if row_values:
                 params = {f"v_{c}": v for c, v in row_values.items()}
@@ -289,17 +299,17 @@ class BatchRecords(Database):
         return True
 
 
-    def _fenced(self, conn: Connection, run: Run, values: dict, only_if: ColumnElement[bool] | None = None) -> bool:
-        """Bump the batch (locking its row first) with `values` and the run's time banked, if `run`
-        still owns it and it is not rolled back; whether it did."""
+    def _fenced(self, conn: Connection, run: Run, values: dict, from_status: str | None = None,
+                banked_at: float | None = None) -> bool:
+        """Bump the batch (locking its row first) with `values` and the run's time banked (at
+        `banked_at`, or now), if `run` still owns it, it is not rolled back and is in `from_status`
+        (when given); whether it did."""
         now = self._now(conn)
-        if only_if is None and not any(isinstance(v, ClauseElement) for v in values.values()):
-            params = {"f_id": run.id, "f_token": run.token, "f_now": now, **{f"v_{c}": v for c, v in values.items()}}
-            return conn.execute(_fence(tuple(values)), params).rowcount == 1
-        where = [batches.c.id == run.id, batches.c.run_token == run.token,
-                 batches.c.status != BatchStatus.ROLLED_BACK] + ([] if only_if is None else [only_if])
-        return conn.execute(update(batches).where(*where).values(
-            **{**banked(now), "version": batches.c.version + 1, "updated_at": now, **values})).rowcount == 1
+        params = {"f_id": run.id, "f_token": run.token, "f_now": now,
+                  "f_banked": now if banked_at is None else banked_at, **{f"v_{c}": v for c, v in values.items()}}
+        if from_status is not None:
+            params["f_status"] = from_status
+        return conn.execute(_fence(tuple(values), from_status is not None), params).rowcount == 1
 
 
     def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str,
@@ -362,10 +372,7 @@ class BatchRecords(Database):
 
 
     def _cancelling(self, conn: Connection, batch_id: str) -> bool:
-        return conn.execute(select(imports.c.id).join(import_batches, import_batches.c.import_id == imports.c.id)
-                            .where(import_batches.c.batch_id == batch_id, imports.c.cancel_requested,
-                                   imports.c.status.in_([str(s) for s in RUNNING]),
-                                   imports.c.lease_expires >= self._now(conn))).first() is not None
+        return conn.execute(_CANCELLING, {"b_id": batch_id, "b_now": self._now(conn)}).first() is not None
 
 
     def cancel_pending_rows(self, run: Run) -> bool:

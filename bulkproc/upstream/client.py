@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 import requests
@@ -81,6 +82,25 @@ class Hospital:
     def of_batch(self, batch_id: str) -> bool:
         """Whether the hospital was created into this batch."""
         return self.creation_batch_id is not None and self.creation_batch_id == same_batch_id(batch_id)
+
+
+class _Prepared(requests.PreparedRequest):
+    """A prepared request whose URL, when it has no query, is checked and encoded once per URL:
+    requests parses it anew for every request, a tenth of a creation's cost."""
+
+    def prepare_url(self, url: str | bytes, params: Any) -> None:
+        if params or not isinstance(url, str):
+            super().prepare_url(url, params)
+        else:
+            self.url = _prepared_url(url)
+
+
+@lru_cache(maxsize=4096)
+def _prepared_url(url: str) -> str:
+    """The URL as requests prepares it (InvalidURL and the like are raised, not kept)."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
 
 
 def _settings_for(base_url: str) -> tuple[dict[str, str], Any, dict[str, Any]]:
@@ -246,8 +266,9 @@ class DirectoryClient:
             with self._watchdog.limit(total) as cut:
                 try:
                     session = self._session
-                    prepared = requests.Request(method, self.base_url + path, headers=self._headers,
-                                                cookies=session.cookies, auth=self._auth, **kwargs).prepare()
+                    prepared = _Prepared()
+                    prepared.prepare(method=method, url=self.base_url + path, headers=self._headers,
+                                     cookies=session.cookies, auth=self._auth, **kwargs)
                     response = session.send(prepared, allow_redirects=False, timeout=timeout, **self._environment)
                 except requests.RequestException as exc:
                     if cut.fired:

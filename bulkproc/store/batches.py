@@ -226,7 +226,7 @@ class BatchRecords(Database):
                     group, self._created = self._created, []
                 try:
                     held = self._write_created(group)
-                except Exception:
+                except Exception:  # each row then meets the failure on its own, in its own thread
                     held = None
                 for pending in group:
                     pending.held = None if held is None else pending.run in held

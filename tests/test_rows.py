@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,10 +15,12 @@ from responses.registries import OrderedRegistry
 
 from bulkproc.errors import GaveUp, Refused
 from bulkproc.files.rules import HospitalRow
+from bulkproc.states import RowStatus
 from bulkproc.store import Run, Store
 from bulkproc.upstream.client import DirectoryClient
 from bulkproc.work.rate_limit import NoLimiter
-from bulkproc.work.rows import RowCreator
+from bulkproc.work.rows import RowCreator, Seats
+from tests.support import FakeClock
 
 BASE = "http://directory.test"
 BATCH = "550e8400-e29b-41d4-a716-446655440000"
@@ -246,3 +250,50 @@ def test_a_row_whose_posts_never_reached_the_directory_is_known_absent(make_crea
     with pytest.raises(GaveUp):
         create(creator)
     assert row(creator.store).attempted_at is None  # a resume need not wait for it to land
+
+
+@responses.activate
+def test_rows_take_their_slot_only_once_a_thread_can_send_them_so_each_is_marked_in_flight_once(tmp_path):
+    # One thread, creations of 0.6 s on the creator's clock: rows handed to the executor all at
+    # once would wait there past the 1 s that lets a row's slot time stand for its send time.
+    store = Store(f"sqlite:///{tmp_path}/many.sqlite3")
+    rows = [HospitalRow(n, f"Hospital {n}", f"{n} Main St", None) for n in range(1, 7)]
+    store.insert_batch(BATCH, rows, owner="test", token="t", lease_until=0)
+    clock = FakeClock()
+
+    def created(request):
+        clock.advance(0.6)
+        body = json.loads(request.body)
+        return 200, {}, json.dumps(hospital(100 + int(body["name"].split()[1]), name=body["name"],
+                                            address=body["address"], phone=None))
+
+    responses.add_callback(responses.POST, CREATE, callback=created)
+    client, executor = DirectoryClient(BASE), ThreadPoolExecutor(1)
+    creator = RowCreator(store, client, NoLimiter(), executor, stopping=threading.Event(), settle_seconds=100.0,
+                         clock=clock)
+    in_flight = []
+    marked = store.mark_rows_in_flight
+    store.mark_rows_in_flight = lambda run, rows, now: in_flight.append(list(rows)) or marked(run, rows, now)
+    try:
+        creator.create(Run(BATCH, "t"), store.get_batch(BATCH).rows, deadline=time.monotonic() + 60)
+        statuses = {r.status for r in store.get_batch(BATCH).rows}
+    finally:
+        executor.shutdown()
+        client.close()
+        store.close()
+    assert statuses == {RowStatus.CREATED}
+    assert in_flight == []  # each row's one mark, with its slot, was within a second of its sending
+
+
+def test_a_row_waiting_for_a_place_goes_once_one_frees_and_not_at_all_once_halted():
+    seats, halt = Seats(2), threading.Event()
+    assert seats.take(5, halt) == 2  # no more than the limit at once
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(seats.take(1, halt)))
+    waiter.start()
+    seats.give_back()
+    waiter.join(10)
+    assert got == [1]
+
+    halt.set()
+    assert seats.take(1, halt) == 0  # full, and halted: it does not wait

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from bulkproc.simulator import create_simulator, serve
+from bulkproc.simulator.directory import Directory
 from tests.gunicorn_service import wait_until
 
 BATCH = "550e8400-e29b-41d4-a716-446655440000"
@@ -598,3 +599,20 @@ def test_cli_refuses_connections_after_the_requests_it_was_told(tmp_path):
             _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "Traceback" not in err and err.strip() == ""
+
+
+def test_a_batch_lists_only_its_stored_hospitals_through_eviction_and_deletion():
+    directory = Directory(capacity=3)
+    first, other = "batch-a", "batch-b"
+    ids = [directory.insert({"name": f"H{n}", "address": "1 Main St", "phone": None,
+                             "creation_batch_id": first if n != 2 else other})["id"] for n in range(1, 5)]
+
+    # The oldest (of the first batch) was evicted beyond the capacity.
+    assert [h["id"] for h in directory.hospitals(first)] == [ids[2], ids[3]]
+    assert (directory.batch_size(first), directory.batch_size(other)) == (2, 1)
+    directory.delete(ids[2])
+    assert [h["id"] for h in directory.hospitals(first)] == [ids[3]]
+    assert directory.activate(first) == 1 and directory.hospitals(first)[0]["active"]
+    assert directory.delete_batch(other) == 1
+    assert directory.hospitals(other) == [] and directory.batch_size(other) == 0
+    assert [h["id"] for h in directory.hospitals()] == [ids[3]]

@@ -18,7 +18,7 @@ from bulkproc.store import Run, Store, limiter, metadata
 from bulkproc.store import database as store_module
 from bulkproc.store.schema import batches
 from tests.postgres import postgres_url, store_url  # noqa: F401
-from tests.support import FakeClock
+from tests.support import FakeClock, wait_until
 
 T0 = 1_700_000_000.0
 # The run token the batches of these tests are written with (test_leases.py tests the fence itself).
@@ -142,6 +142,15 @@ def test_workers_starting_together_on_a_new_database_all_open_it(store_url, tmp_
         finally:
             for store in stores:
                 store.close()
+
+
+def test_sqlite_connections_keep_a_small_page_cache_whatever_the_file_size(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/jobs.sqlite3")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -store_module.SQLITE_CACHE_KIB
+    finally:
+        store.close()
 
 
 def test_a_new_sqlite_file_locked_by_another_worker_is_waited_for(tmp_path):
@@ -277,6 +286,67 @@ def test_concurrent_updates_of_one_batch_lose_nothing(store):
     batch = store.get_batch(batch_id)
     assert batch.version == initial + 200
     assert {(r.status, r.error) for r in batch.rows} == {(RowStatus.FAILED, "attempt 9")}
+
+
+def _recording_while_a_group_commits(store: Store, calls: list[tuple[Run, int, int]]) -> list[object]:
+    """record_created(*call) for each call in its own thread while another group's transaction is
+    under way (its lock held), then let them through together; their answers."""
+    results: list[object] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def record(index: int) -> None:
+        try:
+            results[index] = store.record_created(*calls[index])
+        except BaseException as exc:  # re-raised in the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record, args=(i,)) for i in range(len(calls))]
+    with store._group_lock:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(store._created) == len(calls), timeout=JOIN_SECONDS, what="every row queued")
+    for thread in threads:
+        thread.join(JOIN_SECONDS)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_creations_recorded_meanwhile_share_one_transaction_each_fenced_on_its_own_run(store):
+    ours, theirs = new_batch(store, count=3), new_batch(store, count=2)
+    lost = Run(theirs, "an-older-run")
+    before = store.version(ours)
+    begun: list[str] = []
+    event.listen(store.engine, "begin", lambda conn: begun.append("begin"))
+
+    held = _recording_while_a_group_commits(store, [(mine(ours), 1, 101), (mine(ours), 3, 103),
+                                                    (lost, 1, 201), (mine(ours), 2, 102)])
+
+    assert held == [True, True, False, True]
+    assert begun == ["begin"]  # one transaction for the four
+    assert [(r.status, r.hospital_id) for r in store.get_batch(ours).rows] == [
+        (RowStatus.CREATED, 101), (RowStatus.CREATED, 102), (RowStatus.CREATED, 103)]
+    assert store.version(ours) > before
+    assert {r.status for r in store.get_batch(theirs).rows} == {RowStatus.PENDING}  # the lost run wrote nothing
+
+
+def test_a_group_whose_transaction_fails_records_each_row_on_its_own(store):
+    batch_id = new_batch(store, count=3)
+    failures = []
+
+    def fail_the_first_group(_conn, _cursor, statement: str, parameters, _context, executemany: bool) -> None:
+        if executemany and not failures:
+            failures.append(statement)
+            raise sqlite3.OperationalError("database is locked")
+
+    event.listen(store.engine, "before_cursor_execute", fail_the_first_group)
+
+    held = _recording_while_a_group_commits(store, [(mine(batch_id), n, 100 + n) for n in (1, 2, 3)])
+
+    assert held == [True, True, True] and len(failures) == 1
+    assert [(r.status, r.hospital_id) for r in store.get_batch(batch_id).rows] == [
+        (RowStatus.CREATED, 101), (RowStatus.CREATED, 102), (RowStatus.CREATED, 103)]
 
 
 # -- idempotency keys ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import requests
 from bulkproc.errors import GaveUp, MaybeLanded
 from bulkproc.simulator import create_simulator, serve
 from bulkproc.upstream.client import DirectoryClient
+from bulkproc.upstream.deadline import Watchdog
 from tests.support import hospitals_csv, wait_until
 
 FINAL = {"completed", "partially_failed", "failed", "cancelled", "interrupted", "rolled_back"}
@@ -113,6 +114,18 @@ def test_a_trickling_creation_answer_is_cut_off_and_the_row_found(upstream):
         assert len(upstream.sim.hospitals(batch_id)) == 1  # stored first
     finally:
         client.close()
+
+
+def test_a_request_with_a_shorter_limit_is_cut_on_time_while_the_watchdog_waits_for_a_longer_one():
+    watchdog = Watchdog()
+    try:
+        with watchdog.limit(300) as long:
+            wait_until(lambda: watchdog._wakes_at == long.deadline, timeout=5, what="the watchdog waiting")
+            with watchdog.limit(0.05) as short:  # the watchdog must wake for it, not sleep 300 s
+                wait_until(lambda: short.fired, timeout=10, what="the shorter request cut")
+            assert not long.fired
+    finally:
+        watchdog.close()
 
 
 def test_a_trickling_creation_answer_does_not_hold_the_batch(make_app, serve_app, upstream):

@@ -28,6 +28,9 @@ class Directory:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._hospitals: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # The same hospitals by batch id, oldest first: a batch's reads and its 20-per-batch check
+        # scanned every stored hospital, so a large import made each creation slower.
+        self._batches: dict[str, dict[int, dict[str, Any]]] = {}
         self._next_id = 1
 
     def insert(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -37,8 +40,10 @@ class Directory:
                         "created_at": datetime.now().isoformat()}
             self._next_id += 1
             self._hospitals[hospital["id"]] = hospital
+            if hospital["creation_batch_id"] is not None:
+                self._batches.setdefault(hospital["creation_batch_id"], {})[hospital["id"]] = hospital
             while len(self._hospitals) > self.capacity:
-                self._hospitals.popitem(last=False)
+                self._unindex(self._hospitals.popitem(last=False)[1])
             return dict(hospital)
 
     def get(self, hospital_id: int) -> dict[str, Any]:
@@ -56,14 +61,16 @@ class Directory:
     def delete(self, hospital_id: int) -> None:
         """Remove one hospital; NotFound if there is none with that id."""
         with self._lock:
-            if self._hospitals.pop(hospital_id, None) is None:
+            hospital = self._hospitals.pop(hospital_id, None)
+            if hospital is None:
                 raise NotFound(HOSPITAL_NOT_FOUND)
+            self._unindex(hospital)
 
     def hospitals(self, batch_id: str | None = None) -> list[dict[str, Any]]:
         """Return every hospital, or those of one batch, oldest first."""
         with self._lock:
-            return [dict(h) for h in self._hospitals.values()
-                    if batch_id is None or h["creation_batch_id"] == batch_id]
+            found = self._hospitals if batch_id is None else self._batches.get(batch_id, {})
+            return [dict(h) for h in found.values()]
 
     def batch_size(self, batch_id: str) -> int:
         """Count the hospitals of one batch."""
@@ -90,12 +97,14 @@ class Directory:
                 raise NotFound(BATCH_NOT_FOUND)
             for hospital in members:
                 del self._hospitals[hospital["id"]]
+            del self._batches[batch_id]
             return len(members)
 
     def clear(self) -> None:
         """Remove every hospital; ids keep increasing."""
         with self._lock:
             self._hospitals.clear()
+            self._batches.clear()
 
     def _find(self, hospital_id: int) -> dict[str, Any]:
         hospital = self._hospitals.get(hospital_id)
@@ -104,4 +113,12 @@ class Directory:
         return hospital
 
     def _batch(self, batch_id: str) -> list[dict[str, Any]]:
-        return [h for h in self._hospitals.values() if h["creation_batch_id"] == batch_id]
+        return list(self._batches.get(batch_id, {}).values())
+
+    def _unindex(self, hospital: dict[str, Any]) -> None:
+        """Forget a hospital gone from storage in its batch's index."""
+        members = self._batches.get(hospital["creation_batch_id"])
+        if members is not None:
+            members.pop(hospital["id"], None)
+            if not members:
+                del self._batches[hospital["creation_batch_id"]]

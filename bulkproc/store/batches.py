@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, select, update
+from sqlalchemy import Connection, Float, Update, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import IdempotencyMismatch
@@ -29,13 +32,68 @@ def _earlier_upload(clash: IntegrityError, find: Callable[[str], Batch | Import 
     return earlier.id
 
 
-def _as_row(found: Any) -> Row:
-    """A row record from a batch_rows result row."""
-    return Row(**{k: v for k, v in found._mapping.items() if k != "batch_id"})
+@cache
+def _fence(columns: tuple[str, ...], from_status: bool) -> Update:
+    """The fenced bump of a batch that also sets `columns` (and, with `from_status`, only from the
+    status `f_status`), its values all parameters: built once for each set of columns, so a row's
+    write costs the database's work, not SQLAlchemy's."""
+    now = bindparam("f_now", type_=Float)
+    status = [batches.c.status == bindparam("f_status")] if from_status else []
+    return update(batches).where(
+        batches.c.id == bindparam("f_id"), batches.c.run_token == bindparam("f_token"),
+        batches.c.status != BatchStatus.ROLLED_BACK, *status,
+    ).values(**{**banked(bindparam("f_banked", type_=Float)), "version": batches.c.version + 1,
+                "updated_at": now, **{c: bindparam(f"v_{c}", type_=batches.c[c].type) for c in columns}})
+
+
+@cache
+def _row_update(columns: tuple[str, ...], every_row: bool) -> Update:
+    """The update of a batch's rows (or of all of them) setting `columns` from parameters, built once."""
+    which = [] if every_row else [batch_rows.c.row.in_(bindparam("r_rows", expanding=True))]
+    return update(batch_rows).where(batch_rows.c.batch_id == bindparam("r_batch"), *which).values(
+        **{c: bindparam(f"v_{c}", type_=batch_rows.c[c].type) for c in columns})
+
+
+# A row's creation recorded: one statement for every row of a group (executemany).
+_CREATED = update(batch_rows).where(
+    batch_rows.c.batch_id == bindparam("r_batch"), batch_rows.c.row == bindparam("r_row"),
+).values(status=RowStatus.CREATED, hospital_id=bindparam("v_hospital_id"), error=None)
+
+
+# Whether a batch belongs to an import whose live run was asked to cancel (read several times a batch).
+_CANCELLING = select(imports.c.id).join(import_batches, import_batches.c.import_id == imports.c.id).where(
+    import_batches.c.batch_id == bindparam("b_id"), imports.c.cancel_requested,
+    imports.c.status.in_([str(s) for s in RUNNING]), imports.c.lease_expires >= bindparam("b_now", type_=Float))
+
+
+@dataclass(eq=False)
+class _Created:
+    """A row's creation waiting to be recorded, and, once its group's transaction ended, whether
+    its run still held the batch (None when the transaction failed)."""
+    run: Run
+    row: int
+    hospital_id: int
+    done: bool = False
+    held: bool | None = None
+
+
+# The columns of a Batch and of a Row record in their fields' order: records are built by position,
+# since building them by name cost more than reading them.
+BATCH_COLUMNS = tuple(batches.c[f.name] for f in fields(Batch) if f.name in batches.c)
+ROW_COLUMNS = tuple(batch_rows.c[f.name] for f in fields(Row))
+_BATCH = select(*BATCH_COLUMNS).where(batches.c.id == bindparam("b_id"))
+_ROWS = select(*ROW_COLUMNS).where(batch_rows.c.batch_id == bindparam("b_id")).order_by(batch_rows.c.row)
 
 
 class BatchRecords(Database):
     """Batches and their rows: reads, and the named transitions, each one write bumping the version."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Creations recorded while another group's transaction runs wait here for the next one.
+        self._created: list[_Created] = []
+        self._created_lock = threading.Lock()
+        self._group_lock = threading.Lock()
 
     def insert_batch(self, batch_id: str, rows: Iterable, *, owner: str, lease_until: float,
                      token: str | None = None, idempotency_key: str | None = None,
@@ -73,23 +131,21 @@ class BatchRecords(Database):
     def get_batch(self, batch_id: str) -> Batch | None:
         """The batch with its rows in CSV order, or None."""
         with self._read() as conn:
-            found = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+            found = conn.execute(_BATCH, {"b_id": batch_id}).first()
             if found is None:
                 return None
-            rows = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id)
-                                .order_by(batch_rows.c.row)).all()
+            rows = conn.execute(_ROWS, {"b_id": batch_id}).all()
             read_at = self._now(conn)
-        loaded = [_as_row(r) for r in rows]
-        return Batch(**found._mapping, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)),
-                     read_at=read_at)
+        loaded = [Row(*r) for r in rows]
+        return Batch(*found, rows=loaded, row_counts=dict(Counter(r.status for r in loaded)), read_at=read_at)
 
 
     def rows_of(self, batch_ids: list[str]) -> list[tuple[str, Row]]:
         """The rows of these batches with their batch ids, in row-number order, in one read."""
         with self._read() as conn:
-            found = conn.execute(select(batch_rows).where(batch_rows.c.batch_id.in_(batch_ids))
+            found = conn.execute(select(batch_rows.c.batch_id, *ROW_COLUMNS).where(batch_rows.c.batch_id.in_(batch_ids))
                                  .order_by(batch_rows.c.row, batch_rows.c.batch_id)).all()
-        return [(r.batch_id, _as_row(r)) for r in found]
+        return [(r[0], Row(*r[1:])) for r in found]
 
 
     def recent(self, limit: int) -> list[Batch]:
@@ -115,7 +171,7 @@ class BatchRecords(Database):
     def start_run(self, run: Run, now: float) -> bool:
         """The queued batch is being processed by `run`, from `now`; False when the run lost it."""
         return self._change(run, batch={"status": BatchStatus.PROCESSING, "run_started_at": now, "error": None},
-                            only_if=batches.c.status == BatchStatus.QUEUED)
+                            from_status=BatchStatus.QUEUED)
 
 
     def set_status(self, run: Run, status: str) -> bool:
@@ -129,10 +185,11 @@ class BatchRecords(Database):
 
 
     def finish_run(self, run: Run, status: str, error: str | None, now: float) -> bool:
-        """End the run at `now`: its time joins the batch's, and the lease is let go."""
+        """End the run at `now`: its time joins the batch's (as every fenced write banks it), and the
+        lease is let go."""
         return self._change(run, batch={
-            "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None,
-            "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)})
+            "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None},
+            now=now)
 
 
     def release_lease(self, run: Run, status: str) -> bool:
@@ -146,8 +203,48 @@ class BatchRecords(Database):
 
 
     def record_created(self, run: Run, row: int, hospital_id: int) -> bool:
-        """The row exists upstream as `hospital_id`."""
-        return self._change(run, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+        """The row exists upstream as `hospital_id`: committed when this returns, in one transaction
+        with the creations of any rows recorded meanwhile (each fenced on its own run)."""
+        held = self._record_in_group(_Created(run, row, hospital_id))
+        if held is None:  # the group's transaction failed: this row alone meets its own failure
+            return self._change(run, [row], status=RowStatus.CREATED, hospital_id=hospital_id, error=None)
+        return held
+
+
+    def _record_in_group(self, mine: _Created) -> bool | None:
+        """Wait until a group holding `mine` is committed, writing it (and all waiting) if no other
+        thread is; whether its run held the batch, None when the group's transaction failed.
+
+        The rows of twenty creations answered together took twenty transactions, one after the
+        other on SQLite's one writer: grouped, the ones that arrive while one commits share the next.
+        """
+        with self._created_lock:
+            self._created.append(mine)
+        with self._group_lock:
+            if not mine.done:
+                with self._created_lock:
+                    group, self._created = self._created, []
+                try:
+                    held = self._write_created(group)
+                except Exception:  # each row then meets the failure on its own, in its own thread
+                    held = None
+                for pending in group:
+                    pending.held = None if held is None else pending.run in held
+                    pending.done = True
+        return mine.held
+
+
+    def _write_created(self, group: list[_Created]) -> set[Run]:
+        """Record the group's creations in one transaction; the runs that still held their batches."""
+        with self._write() as conn:
+            held = {run for run in dict.fromkeys(p.run for p in group) if self._fenced(conn, run, {})}
+            rows = [{"r_batch": p.run.id, "r_row": p.row, "v_hospital_id": p.hospital_id}
+                    for p in group if p.run in held]
+            if rows:
+                conn.execute(_CREATED, rows)
+        if held:
+            self._notify()
+        return held
 
 
     def record_row_failed(self, run: Run, row: int, error: str, *, may_have_landed: bool = True) -> bool:
@@ -186,28 +283,33 @@ class BatchRecords(Database):
 
 
     def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
-                only_if: ColumnElement[bool] | None = None, **row_values) -> bool:
+                from_status: str | None = None, now: float | None = None, **row_values) -> bool:
         """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still
-        owns the batch and it is not rolled back, and wake watchers; return whether it did."""
+        owns the batch, it is not rolled back (and is in `from_status`, when given), and wake
+        watchers; return whether it did. The run's time is banked at `now` (the store's, if None)."""
         with self._write() as conn:
-            if not self._fenced(conn, run, batch or {}, only_if):
+            if not self._fenced(conn, run, batch or {}, from_status, now):
                 return False
             if row_values:
-                which = [] if rows is None else [batch_rows.c.row.in_(list(rows))]
-                conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id, *which)
-                             .values(**row_values))
+                params = {f"v_{c}": v for c, v in row_values.items()}
+                if rows is not None:
+                    params["r_rows"] = list(rows)
+                conn.execute(_row_update(tuple(row_values), rows is None), {"r_batch": run.id, **params})
         self._notify()
         return True
 
 
-    def _fenced(self, conn: Connection, run: Run, values: dict, only_if: ColumnElement[bool] | None = None) -> bool:
-        """Bump the batch (locking its row first) with `values` and the run's time banked, if `run`
-        still owns it and it is not rolled back; whether it did."""
+    def _fenced(self, conn: Connection, run: Run, values: dict, from_status: str | None = None,
+                banked_at: float | None = None) -> bool:
+        """Bump the batch (locking its row first) with `values` and the run's time banked (at
+        `banked_at`, or now), if `run` still owns it, it is not rolled back and is in `from_status`
+        (when given); whether it did."""
         now = self._now(conn)
-        where = [batches.c.id == run.id, batches.c.run_token == run.token,
-                 batches.c.status != BatchStatus.ROLLED_BACK] + ([] if only_if is None else [only_if])
-        return conn.execute(update(batches).where(*where).values(
-            **{**banked(now), "version": batches.c.version + 1, "updated_at": now, **values})).rowcount == 1
+        params = {"f_id": run.id, "f_token": run.token, "f_now": now,
+                  "f_banked": now if banked_at is None else banked_at, **{f"v_{c}": v for c, v in values.items()}}
+        if from_status is not None:
+            params["f_status"] = from_status
+        return conn.execute(_fence(tuple(values), from_status is not None), params).rowcount == 1
 
 
     def fix_row(self, batch_id: str, row: int, name: str, address: str, phone: str | None, error: str,
@@ -242,9 +344,9 @@ class BatchRecords(Database):
 
 
     def _other_rows(self, conn: Connection, batch_id: str, row: int) -> list[Row]:
-        found = conn.execute(select(batch_rows).where(batch_rows.c.batch_id == batch_id, batch_rows.c.row != row)
+        found = conn.execute(select(*ROW_COLUMNS).where(batch_rows.c.batch_id == batch_id, batch_rows.c.row != row)
                              .order_by(batch_rows.c.row)).all()
-        return [_as_row(r) for r in found]
+        return [Row(*r) for r in found]
 
 
     def start_rows(self, run: Run, rows: Iterable[int], now: float) -> bool | None:
@@ -270,10 +372,7 @@ class BatchRecords(Database):
 
 
     def _cancelling(self, conn: Connection, batch_id: str) -> bool:
-        return conn.execute(select(imports.c.id).join(import_batches, import_batches.c.import_id == imports.c.id)
-                            .where(import_batches.c.batch_id == batch_id, imports.c.cancel_requested,
-                                   imports.c.status.in_([str(s) for s in RUNNING]),
-                                   imports.c.lease_expires >= self._now(conn))).first() is not None
+        return conn.execute(_CANCELLING, {"b_id": batch_id, "b_now": self._now(conn)}).first() is not None
 
 
     def cancel_pending_rows(self, run: Run) -> bool:

@@ -26,6 +26,12 @@ _BROKEN_SQLITE = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_
 # Failures of the store itself rather than of a statement: worth trying again later.
 _UNAVAILABLE = (OperationalError, InterfaceError, InternalError, PoolTimeout, sqlite3.OperationalError)
 
+# Each SQLite connection's page cache, in KiB (SQLite's default is 2 MiB): a pool of them grew with
+# the file, up to 2 MiB each, so the worker's memory grew with the rows stored. In WAL mode a
+# connection's cache is dropped whenever another one has written since, so a busy store gains
+# little from a larger one.
+SQLITE_CACHE_KIB = 256
+
 
 # PostgreSQL's own clock, read inside the transaction that compares with it: every instance sharing
 # the database then measures leases and rate windows on one clock, whatever its host's says.
@@ -74,6 +80,7 @@ def engine_for(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         _enter_wal_mode(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 import requests
@@ -92,6 +93,38 @@ class Hospital:
         return self.creation_batch_id is not None and self.creation_batch_id == same_batch_id(batch_id)
 
 
+class _Prepared(requests.PreparedRequest):
+    """A prepared request whose URL, when it has no query, is checked and encoded once per URL:
+    requests parses it anew for every request, a tenth of a creation's cost."""
+
+    def prepare_url(self, url: str | bytes, params: Any) -> None:
+        if params or not isinstance(url, str):
+            super().prepare_url(url, params)
+        else:
+            self.url = _prepared_url(url)
+
+
+@lru_cache(maxsize=4096)
+def _prepared_url(url: str) -> str:
+    """The URL as requests prepares it (InvalidURL and the like are raised, not kept)."""
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    return prepared.url
+
+
+def _settings_for(base_url: str) -> tuple[dict[str, str], Any, dict[str, Any]]:
+    """The headers, netrc credentials and environment settings (proxies, CA bundle) of every request
+    to `base_url`, as requests reads them for each request: read once, since they depend only on
+    the environment and the host, and reading them was a third of each creation's cost."""
+    session = requests.Session()
+    try:
+        headers = {**session.headers, "User-Agent": "bulkproc/0.1"}
+        environment = session.merge_environment_settings(base_url, {}, None, None, None)
+        return headers, requests.utils.get_netrc_auth(base_url), environment
+    finally:
+        session.close()
+
+
 def same_batch_id(text: str | None) -> str | None:
     """A batch id in one spelling (a UUID's canonical form), so that ids compare by value."""
     if text is None:
@@ -131,6 +164,7 @@ class DirectoryClient:
         self._sessions_lock = threading.Lock()
         self._watchdog = Watchdog()
         self.pacer = pacer
+        self._headers, self._auth, self._environment = _settings_for(self.base_url)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -140,10 +174,10 @@ class DirectoryClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.trust_env = False  # read once for the client (_settings_for), not on every request
             adapter = WatchedAdapter(pool_connections=1, pool_maxsize=self._pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            session.headers["User-Agent"] = "bulkproc/0.1"
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
@@ -239,8 +273,11 @@ class DirectoryClient:
         try:
             with self._watchdog.limit(total) as cut:
                 try:
-                    response = self._session.request(method, self.base_url + path, allow_redirects=False,
-                                                     timeout=timeout, **kwargs)
+                    session = self._session
+                    prepared = _Prepared()
+                    prepared.prepare(method=method, url=self.base_url + path, headers=self._headers,
+                                     cookies=session.cookies, auth=self._auth, **kwargs)
+                    response = session.send(prepared, allow_redirects=False, timeout=timeout, **self._environment)
                 except requests.RequestException as exc:
                     if cut.fired:
                         raise TotalTimeout(f"no whole answer within {total:.3g} s") from exc

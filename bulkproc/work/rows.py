@@ -60,6 +60,53 @@ class _Stopped(Exception):
     """The service is shutting down while a row waits; it stays pending."""
 
 
+class Seats:
+    """Places in the row executor: rows handed to it and not yet done, at most `limit`.
+
+    A row takes its rate slot, and is marked in flight, only once it has a place, so it goes out
+    at once. Without one, a large import with no rate limit handed every row of its running
+    batches to the executor: rows waited there for seconds, and each was written in flight a
+    second time as it went out.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._needs: list[int] = []  # what each waiting taker waits for
+        self._changed = threading.Condition()
+
+    def take(self, wanted: int, halt: threading.Event) -> int:
+        """Wait until there are places for `wanted` rows (the limit's, if fewer), and take as many as
+        there are up to `wanted`; 0 when `halt` is set first."""
+        need = min(wanted, self.limit)
+        with self._changed:
+            self._needs.append(need)
+            try:
+                while self.limit - self._used < need:
+                    if halt.is_set():
+                        return 0
+                    self._changed.wait(CANCEL_POLL_SECONDS)
+            finally:
+                self._needs.remove(need)
+            taken = min(wanted, self.limit - self._used)
+            self._used += taken
+            self._wake_one()
+            return taken
+
+    def give_back(self, count: int = 1) -> None:
+        """Free `count` places (their rows are done, or were never handed over)."""
+        if count:
+            with self._changed:
+                self._used -= count
+                self._wake_one()
+
+    def _wake_one(self) -> None:
+        # One taker at a time, and only when one can go: a wake-up per finished row for every
+        # waiting batch cost more than the rows.
+        if self._needs and self.limit - self._used >= min(self._needs):
+            self._changed.notify()
+
+
 class RowCreator:
     """Creates rows upstream at most once each; the only taker of create-rate slots."""
 
@@ -68,6 +115,8 @@ class RowCreator:
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.client, self.limiter = store, client, limiter
         self._executor, self._stopping = executor, stopping
+        # Room for a second row per thread, so a thread finishing one finds the next waiting.
+        self._seats = Seats(2 * executor._max_workers)
         # How long after it was sent a creation may still land upstream.
         self.settle_seconds = settle_seconds
         self._sent_at_once = min(SENT_AT_ONCE_MAX, settle_seconds * SENT_AT_ONCE_SHARE)
@@ -88,30 +137,38 @@ class RowCreator:
         and it reads `pending` meanwhile.
         """
         batch_id = run.id
-        work = in_batch_context(batch_id, metrics.in_flight(self._create_row))
+        work = in_batch_context(batch_id, metrics.in_flight(self._create_seated))
         futures, waiting = [], list(rows)
         try:
             while waiting and not self.store.is_cancelling(batch_id):
                 run.check()
-                taken, wait_seconds = self.limiter.take(len(waiting))
-                going, waiting = waiting[:taken], waiting[taken:]
-                if going:
-                    slot_at = self._clock()
-                    allowed = self.store.start_rows(run, [r.row for r in going], slot_at)
-                    run.holds(allowed is not None)
-                    if not allowed:
-                        break  # its import was cancelled between the look and the slots
-                    futures += [self._executor.submit(work, run, row, deadline, slot_at) for row in going]
+                seats = self._seats.take(len(waiting), run.halt)
+                if not seats:  # the run lost the batch (raised here), or the service is stopping
+                    run.check()
+                    self._leave_all_pending(run, waiting)
+                    break
+                handed = 0
+                try:
+                    taken, wait_seconds = self.limiter.take(seats)
+                    going, waiting = waiting[:taken], waiting[taken:]
+                    if going:
+                        slot_at = self._clock()
+                        allowed = self.store.start_rows(run, [r.row for r in going], slot_at)
+                        run.holds(allowed is not None)
+                        if not allowed:
+                            break  # its import was cancelled between the look and the slots
+                        for row in going:
+                            futures.append(self._executor.submit(work, run, row, deadline, slot_at))
+                            handed += 1
+                finally:
+                    self._seats.give_back(seats - handed)
                 if waiting and time.monotonic() + wait_seconds >= deadline:
                     run.holds(self.store.mark_rows_failed(run, [r.row for r in waiting],
                                                           f"Gave up: {DEADLINE_MESSAGE}; the row can be resumed."))
                     metrics.rows_failed.inc(len(waiting))
                     break
                 if waiting and self._pause(run, wait_seconds):
-                    if self._stopping.is_set():
-                        log.warning("shutting down: %d rows left pending; resume the batch to create them",
-                                    len(waiting))
-                        run.holds(self.store.mark_rows_pending(run, [r.row for r in waiting], STOPPED_ROW))
+                    self._leave_all_pending(run, waiting)
                     break
             if self.store.is_cancelling(batch_id):
                 log.info("import cancelled: rows not started read cancelled; rows in flight finish")
@@ -125,6 +182,12 @@ class RowCreator:
         lost = next((f.exception() for f in futures if f.exception() is not None), None)
         if lost is not None:
             raise lost  # StoreUnavailable or RunLost: some row's state could not be written
+
+    def _leave_all_pending(self, run: Run, waiting: list[Row]) -> None:
+        """At shutdown, say why the rows not started stay pending (nothing to say when the import was cancelled)."""
+        if self._stopping.is_set():
+            log.warning("shutting down: %d rows left pending; resume the batch to create them", len(waiting))
+            run.holds(self.store.mark_rows_pending(run, [r.row for r in waiting], STOPPED_ROW))
 
     def _pause(self, run: Run, seconds: float) -> bool:
         """Wait `seconds` for the rate window, counting the wait; True when waiting should stop
@@ -205,6 +268,13 @@ class RowCreator:
         return removed
 
     # -- one row ---------------------------------------------------------------------------
+
+    def _create_seated(self, run: Run, row: Row, deadline: float, slot_at: float) -> None:
+        """_create_row, then free the row's place in the executor."""
+        try:
+            self._create_row(run, row, deadline, slot_at)
+        finally:
+            self._seats.give_back()
 
     def _create_row(self, run: Run, row: Row, deadline: float, slot_at: float | None = None) -> None:
         """Create one row upstream and record its outcome; a row's failure is data, never raised.

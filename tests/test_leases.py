@@ -248,6 +248,24 @@ def test_the_heartbeat_keeps_trying_after_store_errors(store, clock):
     assert flaky.failures == 0
 
 
+def test_after_a_refused_renewal_the_heartbeat_tries_again_sooner_than_a_beat(store, clock):
+    flaky, delays = FlakyStore(store, failures=2), []
+
+    def wait(seconds: float) -> bool:  # the heartbeat's sleep: recorded, and closed after five
+        delays.append(seconds)
+        return len(delays) > 5
+
+    heartbeat = Heartbeat(flaky, "process-a", 3.0, clock, start=False, wait=wait)
+    heartbeat.hold(accepted(store))
+    heartbeat.run()
+
+    beat, retry = heartbeat.interval, heartbeat.retry_interval
+    assert retry < beat / 2
+    # Two refusals cost two short retries, not two beats: the lease (three beats) still has time left.
+    assert delays == [beat, retry, retry, beat, beat, beat]
+    assert flaky.renewed.is_set()
+
+
 # -- rolled back is final ----------------------------------------------------------------
 
 

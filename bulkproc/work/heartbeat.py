@@ -20,22 +20,28 @@ log = logging.getLogger(__name__)
 
 # Leases are renewed at least this often (seconds), and at least three times a lease.
 MAX_INTERVAL = 2.0
+# After a renewal the store refused, the next try comes this much sooner than a beat: two
+# refusals in a row then still leave most of the lease, not none of it.
+RETRY_FRACTION = 0.25
 
 
 class Heartbeat:
     """Renews the leases of every run this process holds, until closed; survives store errors."""
 
     def __init__(self, store: Store, owner: str, lease_seconds: float, clock: Callable[[], float], *,
-                 stopping: threading.Event | None = None, start: bool = True) -> None:
+                 stopping: threading.Event | None = None, start: bool = True,
+                 wait: Callable[[float], bool] | None = None) -> None:
         self.store, self.owner, self.lease_seconds, self._clock = store, owner, lease_seconds, clock
         self.interval = min(MAX_INTERVAL, lease_seconds / 3)
+        self.retry_interval = self.interval * RETRY_FRACTION
         self._stopping = stopping or threading.Event()
         self._runs: dict[tuple[str, str], Run] = {}
         # Called after each renewal the run survived (a batch shows that it waits for the directory).
         self._on_beat: dict[Run, Callable[[], None]] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="bulkproc-heartbeat", daemon=True)
+        self._wait = wait or self._closed.wait
+        self._thread = threading.Thread(target=self.run, name="bulkproc-heartbeat", daemon=True)
         if start:
             self._thread.start()
 
@@ -101,12 +107,20 @@ class Heartbeat:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _beat(self) -> None:
-        while not self._closed.wait(self.interval):
-            try:
-                self.beat()
-            except StoreUnavailable as exc:
-                log.warning("could not renew the leases: the job store is unavailable (%s); trying again",
-                            exc.reason)
-            except Exception:  # the heartbeat must outlive anything one renewal meets
-                log.exception("could not renew the leases; trying again")
+    def run(self) -> None:
+        """Beat until closed: every interval, and sooner again after a renewal that failed."""
+        delay = self.interval
+        while not self._wait(delay):
+            delay = self.interval if self._renew() else self.retry_interval
+
+    def _renew(self) -> bool:
+        """One beat, its failure logged (the heartbeat must outlive anything one renewal meets)."""
+        try:
+            self.beat()
+            return True
+        except StoreUnavailable as exc:
+            log.warning("could not renew the leases: the job store is unavailable (%s); trying again in %.2f s",
+                        exc.reason, self.retry_interval)
+        except Exception:
+            log.exception("could not renew the leases; trying again in %.2f s", self.retry_interval)
+        return False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from ..errors import BatchConflict, RowNotFound, RowRefused
@@ -79,35 +77,29 @@ def _check_changeable(batch: Batch, row: Row, now: float) -> None:
 def _checked(number: int, values: dict[str, str]) -> rules.HospitalRow:
     """The row as an upload would read it, or RowRefused with the problems under its real number."""
     if not any(value.strip() for value in values.values()):
-        # An upload skips a blank line, so the CSV rules would see no row at all here.
+        # An upload skips a blank line, so the file rules would see no row at all here.
         raise RowRefused(f"Row {number} was not changed: the values are refused.", [
             {"row": number, "column": column, "message": f"The {column} is empty; every hospital needs one."}
             for column in ("name", "address")])
-    try:
-        (parsed,) = rules.parse(_csv([values]), max_rows=1)
-    except rules.CsvRejected as exc:
+    inspection = rules.inspect_table([list(FIELDS), [values[f] for f in FIELDS]], max_rows=1)
+    if not inspection.valid:
         raise RowRefused(f"Row {number} was not changed: the values are refused.",
-                         [{**detail, "row": number} for detail in exc.details]) from None
+                         [_detail(number, problem) for problem in inspection.problems])
+    (parsed,) = inspection.rows
     return parsed
+
+
+def _detail(number: int, problem: rules.Problem) -> dict[str, int | str | None]:
+    """A problem of the fixed values, under the row's own number (no line: the values come from no file)."""
+    return {"row": number, "column": problem.column, "message": problem.message}
 
 
 def _duplicate_of(fixed: rules.HospitalRow, others: list[Row]) -> int | None:
     """The number of the first other row an upload would call a duplicate of `fixed`, if any."""
-    candidate = {"name": fixed.name, "address": fixed.address, "phone": fixed.phone or ""}
+    candidate = [fixed.name, fixed.address, fixed.phone or ""]
     for other in others:
-        pair = [{"name": other.name, "address": other.address, "phone": other.phone or ""}, candidate]
-        try:
-            rules.parse(_csv(pair), max_rows=2)
-        except rules.CsvRejected as exc:
-            # The candidate passes alone, so a problem of its own here comes from the pairing.
-            if any(detail["row"] == 2 for detail in exc.details):
-                return other.row
+        pair = [list(FIELDS), [other.name, other.address, other.phone or ""], candidate]
+        # The candidate passes alone, so a problem of its own here comes from the pairing.
+        if any(problem.row == 2 for problem in rules.inspect_table(pair, max_rows=2).problems):
+            return other.row
     return None
-
-
-def _csv(rows: list[dict[str, str]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()

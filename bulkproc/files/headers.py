@@ -141,3 +141,11 @@ def _named(cells: list[str]) -> str:
 
 def _json_key(cell: str) -> str:
     return quoted(cell.strip().replace('"', "'"))
+
+
+# GET /hospitals/template.csv: the header and two rows a person can copy.
+TEMPLATE_CSV = (
+    "name,address,phone\r\n"
+    'General Hospital,"1 Main St, Springfield, IL 62701",555-010-0100\r\n'
+    "Saint Mary's Clinic,\"22 Elm St, Boston, MA 02110\",(617) 555-0101\r\n"
+)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..errors import BatchConflict, RowNotFound, RowRefused
 from ..files import rules
+from ..files.problems import MAX_LISTED_PROBLEMS, quoted, shortened
 from ..states import RUNNING, BatchStatus, RowStatus
 from ..store import Batch, Row, Store
 from .documents import reported_status
@@ -16,26 +17,41 @@ FIXED_ERROR = "Changed since it failed; resume the batch to create it with the n
 
 
 def changes_from(body: Any, row: int) -> dict[str, str]:
-    """The fields a PATCH body asks to change; RowRefused naming each field that is not a known string."""
+    """The fields a PATCH body asks to change (a null phone meaning none); RowRefused naming each field
+    that is not a known string, at most MAX_LISTED_PROBLEMS of them like a file's problems."""
     if not isinstance(body, dict):
         raise RowRefused("Send a JSON object with any of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is not a JSON object."}])
-    details = [{"row": row, "column": key, "message": problem}
-               for key, value in body.items() if (problem := _field_problem(key, value))]
-    if details:
-        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.", details)
+    problems = [(key, problem) for key, value in body.items() if (problem := _field_problem(key, value))]
+    if problems:
+        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.",
+                         _capped(row, problems))
     if not body:
         raise RowRefused("Send at least one of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is an empty object."}])
-    return body
+    return {key: "" if value is None else value for key, value in body.items()}
 
 
 def _field_problem(key: str, value: Any) -> str | None:
     if key not in FIELDS:
-        return f'"{key}" is not a field of a row; only name, address and phone can be changed.'
+        return f"{quoted(key)} is not a field of a row; only name, address and phone can be changed."
+    if key == "phone" and value is None:
+        return None
     if not isinstance(value, str):
-        return f"The {key} must be a string (an empty string clears a phone)."
+        return f"The {key} must be a string (an empty string or null clears a phone)."
     return None
+
+
+def _capped(row: int, problems: list[tuple[str, str]]) -> list[dict[str, int | str | None]]:
+    """The details of `problems`, the first MAX_LISTED_PROBLEMS and a line counting the rest."""
+    details: list[dict[str, int | str | None]] = [
+        {"row": row, "column": key if key in FIELDS else shortened(key), "message": message}
+        for key, message in problems[: MAX_LISTED_PROBLEMS]]
+    hidden = len(problems) - MAX_LISTED_PROBLEMS
+    if hidden > 0:
+        details.append({"row": row, "column": None,
+                        "message": f"{hidden} more fields cannot be used; send only name, address and phone."})
+    return details
 
 
 def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], now: float) -> None:

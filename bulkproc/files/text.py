@@ -25,8 +25,9 @@ _MARKS = (
 # decoder is also quadratic in its input).
 _NOT_CHARSETS = frozenset({"idna", "punycode", "unicode_escape", "raw_unicode_escape", "undefined", "charmap",
                            "mbcs", "oem", "palmos"})
-# What a sample of non-UTF-8 bytes is compared against: short samples fit many code pages, so
-# among the ones that read the bytes alike, the most widespread is named.
+# The encodings spreadsheet programs save text in, most widespread first: a sample is compared
+# with these only (a short one fits many old DOS and Mac code pages equally well), and among
+# those that read it alike, the first is named.
 _PREFERRED = ("cp1252", "latin_1", "iso8859_15", "cp1250", "iso8859_2", "mac_roman", "cp1251", "cp1257",
               "cp1253", "cp1254", "cp1255", "cp1256", "cp1258", "cp932", "shift_jis", "gb18030", "gbk",
               "big5", "euc_kr", "euc_jp", "koi8_r", "cp437", "cp850")
@@ -119,7 +120,7 @@ def likely_encoding(data: bytes) -> str | None:
     """Return the name of the encoding bytes most likely have, to tell a person; never used to decode."""
     from charset_normalizer import from_bytes  # only refused files need it
 
-    matches = list(from_bytes(data[:_SAMPLE_BYTES]))
+    matches = list(from_bytes(data[:_SAMPLE_BYTES], cp_isolation=list(_PREFERRED)))
     if not matches:
         return None
     best = matches[0]

@@ -205,7 +205,8 @@ try:
     sheet = book.get_sheet_by_name(wanted)
 except Exception:
     answer({{"error": "unreadable", "sheet": wanted, "sheets": names}})
-first = (sheet.start or (0, 0))[0] + 1
+# iter_rows yields every row from the sheet's first (its leading blank rows too), so the
+# index counts sheet rows; its cells start at the first column that holds anything.
 rows, more, characters = [], 0, 0
 for index, values in enumerate(sheet.iter_rows()):
     cells = [text(value) for value in values]
@@ -214,7 +215,7 @@ for index, values in enumerate(sheet.iter_rows()):
         width -= 1
     if not width:
         continue
-    line = first + index
+    line = index + 1
     if width > params["max_columns"]:
         answer({{"error": "columns", "line": line, "width": width, "sheet": wanted, "sheets": names}})
     if len(rows) >= params["max_records"]:

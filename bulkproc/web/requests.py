@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import MalformedRequest
 from ..files.problems import MAX_LISTED_PROBLEMS, quoted
@@ -80,13 +81,26 @@ def _bad_field(name: str, message: str) -> MalformedRequest:
 
 def json_object_body() -> dict[str, Any]:
     """The request's body as one JSON object: 413 over 64 KiB, MalformedRequest when it is anything else."""
-    # Werkzeug refuses a longer body with 413 as it reads it, chunked or not; nothing past it is read.
-    request.max_content_length = MAX_JSON_BODY_BYTES
-    value = parse_json(request.get_data(cache=False), what="The body")
+    value = parse_json(_body_at_most(MAX_JSON_BODY_BYTES), what="The body")
     if not isinstance(value, dict):
         raise MalformedRequest('The body must be a JSON object, such as {"phone": "555-0100"}.',
                                [{"row": None, "column": None, "message": f"The body is a JSON {_kind(value)}."}])
     return value
+
+
+def _body_at_most(limit: int) -> bytes:
+    """The request body; RequestEntityTooLarge (413, stating `limit`) when it is longer, chunked or not."""
+    # Werkzeug refuses a longer Content-Length at once, but stops a chunked body at the limit without
+    # a word: reading one byte more is how a longer one shows. Nothing past that byte is read.
+    request.max_content_length = limit + 1
+    try:
+        data = request.get_data(cache=False)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        request.max_content_length = limit  # the answer states this limit
+        raise
+    return data
 
 
 def parse_json(data: bytes, *, what: str) -> Any:

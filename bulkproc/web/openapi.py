@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..files.headers import FIELDS as FILE_FIELDS
 from ..states import BatchStatus, RowStatus
 from .requests import MAX_LIST_LIMIT
 
@@ -172,13 +173,19 @@ _CSV_FILE = {"type": "string", "format": "binary",
              "description": "A CSV (UTF-8, UTF-16 with a byte-order mark, or the `encoding` named; `,` `;` tab "
                             "or `|` between fields) or an .xlsx, .xls or .ods workbook, told apart by its bytes. "
                             "An optional header in the words of the contract's table."}
+# The encodings documented; any other character set Python knows by name is read too.
+ENCODINGS = ["utf-8", "utf-16", "utf-16le", "utf-16be", "windows-1252", "iso-8859-1", "iso-8859-15",
+             "windows-1250", "windows-1251", "mac-roman", "shift_jis", "gb18030", "big5"]
 _READING_FIELDS = {
-    "encoding": {"type": "string", "description": "The text's encoding when it is not UTF-8 "
-                                                  "(`windows-1252`, `iso-8859-1`, `windows-1250`, `mac-roman`, …)."},
-    "sheet": {"type": "string", "description": "The workbook's sheet to read (the first by default)."},
-    "columns": {"type": "string", "contentMediaType": "application/json",
-                "description": 'A JSON object from header cell to field or `ignore`, e.g. '
-                               '`{"Facility": "name", "Notes": "ignore"}`; it overrides the matching.'},
+    "encoding": {"type": "string", "enum": ENCODINGS,
+                 "description": "The text's encoding when it is not UTF-8 or UTF-16 with a byte-order mark; "
+                                "an unknown one is a `400`."},
+    "sheet": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+              "description": "The workbook's sheet to read (the first by default)."},
+    "columns": {"type": "object", "maxProperties": 100,
+                "additionalProperties": {"type": "string", "enum": [*FILE_FIELDS, "ignore"]},
+                "description": 'JSON: header cell -> field or `ignore`, e.g. `{"Facility": "name", "Notes": '
+                               '"ignore"}`; it overrides the matching.'},
 }
 CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE, **_READING_FIELDS}}
 # Form fields are text whatever they hold; any value but 1/true/yes means "synchronous".
@@ -330,7 +337,7 @@ _FILE_TYPES = ("text/csv, text/plain, text/tab-separated-values, application/oct
 
 def _upload_body(description: str, schema: str = "CsvFile") -> Json:
     return {"required": True, "description": description, "content": {"multipart/form-data": {
-        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": _FILE_TYPES}},
+        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": _FILE_TYPES}, "columns": {"contentType": "application/json"}},
         "examples": {"two_hospitals": {"summary": "Two hospitals, with a header",
                                        "value": {"file": EXAMPLE_CSV}}}}}}
 

@@ -13,6 +13,7 @@ from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import MalformedRequest
+from ..files.headers import FIELDS, IGNORE
 from ..files.problems import MAX_LISTED_PROBLEMS, quoted
 from ..files.reading import ReadOptions
 from ..files.rules import Inspection
@@ -72,6 +73,10 @@ def _columns(text: str) -> dict[str, str]:
         raise _bad_field("columns", f"The columns field must be a JSON object from header cell to field, such as {example}.")
     if len(value) > MAX_LISTED_PROBLEMS:
         raise _bad_field("columns", f"The columns field may name at most {MAX_LISTED_PROBLEMS} columns.")
+    unknown = next((target for target in value.values() if target not in (*FIELDS, IGNORE)), None)
+    if unknown is not None:
+        raise _bad_field("columns", f"The columns field maps a column to {quoted(unknown)}, which is not a field; "
+                                    f"use one of {', '.join(FIELDS)} or {IGNORE}.")
     return value
 
 

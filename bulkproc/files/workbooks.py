@@ -33,6 +33,7 @@ CHILD_MEMORY_BYTES = 512 * 2**20
 CHILD_CPU_SECONDS = 5
 CHILD_WAIT_SECONDS = 8.0
 MAX_LISTED_SHEETS = 30
+MAX_NAMED_SHEETS = 6
 # Reading a workbook costs a process; a few at once per worker are plenty.
 _CHILDREN = threading.BoundedSemaphore(2)
 _SAVE_AS = "save the sheet as CSV UTF-8 and upload that"
@@ -140,7 +141,8 @@ def _message(answer: dict) -> str:
         return (f"Row {answer['line']} of the sheet has {answer['width']} columns, but a sheet may have at most "
                 f"{MAX_COLUMNS}; delete the columns you do not need, or {_SAVE_AS}.")
     if error == "no_sheet":
-        shown = ", ".join(quoted(name, 40) for name in answer["sheets"])
+        shown = ", ".join(quoted(name, 40) for name in answer["sheets"][:MAX_NAMED_SHEETS])
+        shown += " and more" if len(answer["sheets"]) > MAX_NAMED_SHEETS else ""
         return f"The workbook has no sheet {quoted(answer['sheet'], 40)}; its sheets are {shown}."
     if error == "password":
         return f"The workbook is protected by a password; remove the password, or {_SAVE_AS}."

@@ -277,6 +277,17 @@ def test_a_sheet_spanning_the_whole_grid_is_refused_and_the_worker_lives():
     assert peak < 8 * 2**20, peak
 
 
+def test_the_reader_process_is_held_to_its_memory_limit(monkeypatch):
+    # AX100000: a grid of 5 million cells, about 160 MB, which the limit of 96 MiB refuses; a
+    # small workbook reads within it. Without the limit the grid would be read (and be 50 columns).
+    grid = spreadsheets.with_sheet_xml(spreadsheets.xlsx(TABLE), lambda xml: xml.replace(
+        "</sheetData>", '<row r="100000"><c r="AX100000" t="n"><v>1</v></c></row></sheetData>'))
+    monkeypatch.setattr(workbooks, "CHILD_MEMORY_BYTES", 96 * 2**20)
+    assert inspect(spreadsheets.xlsx(TABLE)).rows == ROWS
+    (problem,) = inspect(grid).problems
+    assert "memory and time" in problem.message
+
+
 def test_a_workbook_too_slow_to_read_is_refused(monkeypatch):
     monkeypatch.setattr(workbooks, "CHILD_WAIT_SECONDS", 0.001)
     (problem,) = inspect(spreadsheets.xlsx(TABLE)).problems

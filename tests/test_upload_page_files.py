@@ -6,7 +6,7 @@ import pytest
 from selenium.webdriver.support.ui import Select
 
 from tests import spreadsheets
-from tests.browser import table, wait_for_text
+from tests.browser import overflow, table, wait_for_text
 
 
 @pytest.fixture
@@ -80,3 +80,15 @@ def test_a_workbook_is_created_and_the_template_is_linked(page, tmp_path, upstre
     page.find_element("id", "create").click()
     wait_for_text(page, "summary", "completed")
     assert sorted(h["address"] for h in upstream.sim.hospitals()) == ["1 Main St, 62701", "2 Elm St, 02110"]
+
+
+def test_the_reading_display_fits_400_px(page, tmp_path):
+    page.set_window_size(400, 900)
+    try:
+        header = "Hospital Name;Street Address;A very long column name nobody reads;Another one;Site"
+        choose(page, tmp_path, "hospitals.csv", (header + "\nGeneral;1 Main St;x;y;z\n").encode())
+        check(page, "Valid, 1 hospital")
+        assert page.find_element("id", "file-ignored").is_displayed()
+        assert overflow(page) == {"page": 0, "elements": []}
+    finally:
+        page.set_window_size(1000, 900)

@@ -111,7 +111,7 @@ def read(data: bytes, sheet: str | None, max_records: int) -> Sheet:
     payload = json.dumps(params).encode() + b"\n" + data
     with _CHILDREN:
         try:
-            done = subprocess.run([sys.executable, "-I", "-c", _CHILD], input=payload, capture_output=True,
+            done = subprocess.run([sys.executable, "-I", "-c", _child()], input=payload, capture_output=True,
                                   timeout=CHILD_WAIT_SECONDS, env={"RUST_BACKTRACE": "0"}, check=False)
         except subprocess.TimeoutExpired:
             return Sheet(problem=Problem(None, None, f"The workbook takes too long to read; {_SAVE_AS}."))
@@ -154,12 +154,22 @@ def _message(answer: dict) -> str:
     return f"The workbook is damaged or of a kind that cannot be read; {_SAVE_AS}."
 
 
+def _child() -> str:
+    """The child's program, with the limits as they are now."""
+    return _LIMITS.format(memory=CHILD_MEMORY_BYTES, cpu=CHILD_CPU_SECONDS) + _READER
+
+
 # The child: limits first, then calamine. It reads its parameters as one JSON line, then the
 # workbook's bytes, from stdin, and answers one JSON document on stdout.
-_CHILD = f"""
+_LIMITS = """
 import resource
-resource.setrlimit(resource.RLIMIT_AS, ({CHILD_MEMORY_BYTES}, {CHILD_MEMORY_BYTES}))
-resource.setrlimit(resource.RLIMIT_CPU, ({CHILD_CPU_SECONDS}, {CHILD_CPU_SECONDS}))
+for limit, value in ((resource.RLIMIT_AS, {memory}), (resource.RLIMIT_CPU, {cpu})):
+    try:
+        resource.setrlimit(limit, (value, value))
+    except (ValueError, OSError):  # a system that cannot lower it: the parent's timeout still holds
+        pass
+"""
+_READER = """
 import datetime, io, json, math, sys
 import python_calamine as calamine
 
@@ -191,22 +201,22 @@ data = sys.stdin.buffer.read()
 try:
     book = calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
 except calamine.PasswordError:
-    answer({{"error": "password"}})
+    answer({"error": "password"})
 except Exception:
-    answer({{"error": "unreadable"}})
+    answer({"error": "unreadable"})
 names = [name[:100] for name in book.sheet_names[: params["max_sheets"]]]
 if not book.sheet_names:
-    answer({{"error": "empty"}})
+    answer({"error": "empty"})
 wanted = params["sheet"]
 if wanted is None:
     visible = [m.name for m in book.sheets_metadata if m.visible == calamine.SheetVisibleEnum.Visible]
     wanted = (visible or book.sheet_names)[0]
 elif wanted not in book.sheet_names:
-    answer({{"error": "no_sheet", "sheet": wanted, "sheets": names}})
+    answer({"error": "no_sheet", "sheet": wanted, "sheets": names})
 try:
     sheet = book.get_sheet_by_name(wanted)
 except Exception:
-    answer({{"error": "unreadable", "sheet": wanted, "sheets": names}})
+    answer({"error": "unreadable", "sheet": wanted, "sheets": names})
 # iter_rows yields every row from the sheet's first (its leading blank rows too), so the
 # index counts sheet rows; its cells start at the first column that holds anything.
 rows, more, characters = [], 0, 0
@@ -219,13 +229,13 @@ for index, values in enumerate(sheet.iter_rows()):
         continue
     line = index + 1
     if width > params["max_columns"]:
-        answer({{"error": "columns", "line": line, "width": width, "sheet": wanted, "sheets": names}})
+        answer({"error": "columns", "line": line, "width": width, "sheet": wanted, "sheets": names})
     if len(rows) >= params["max_records"]:
         more += 1
         continue
     characters += sum(map(len, cells[:width]))
     if characters > params["max_text"]:
-        answer({{"error": "text", "sheet": wanted, "sheets": names}})
+        answer({"error": "text", "sheet": wanted, "sheets": names})
     rows.append([line, cells[:width]])
-answer({{"sheet": wanted, "sheets": names, "rows": rows, "more": more}})
+answer({"sheet": wanted, "sheets": names, "rows": rows, "more": more})
 """

@@ -114,3 +114,23 @@ def test_a_positional_file_keeps_reading_by_position():
 def test_the_template_is_a_valid_file():
     inspection = read(TEMPLATE_CSV)
     assert inspection.valid and inspection.total == 2
+
+
+def test_an_empty_spacer_column_without_a_header_is_read_past():
+    inspection = read("name,,address\nGeneral,,1 Main St\nMercy, ,2 Elm St\n")
+    assert inspection.problems == []
+    assert [row.address for row in inspection.rows] == ["1 Main St", "2 Elm St"]
+
+
+def test_a_value_under_a_blank_header_cell_is_refused_naming_the_column_and_row():
+    inspection = read("name,,address\nGeneral,,1 Main St\nMercy,x,2 Elm St\n")
+    assert [(p.row, p.column, p.line) for p in inspection.problems] == [(None, None, 1)]
+    assert "Column 2" in inspection.problems[0].message and "row 2" in inspection.problems[0].message
+
+
+@pytest.mark.timeout(30)
+def test_many_blank_header_cells_are_checked_in_linear_time():
+    blanks = b"," * 400_000
+    inspection = inspect(b"name" + blanks + b"address\n" + b"".join(b"H%d" % n + blanks + b"1 Main St\n"
+                                                                  for n in range(3)))
+    assert inspection.valid and inspection.total == 3

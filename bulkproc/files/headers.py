@@ -45,6 +45,10 @@ class Layout:
     width: int
     columns: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    # Positions of header cells left blank: a spreadsheet's empty spacer column is read past, but
+    # a value under a blank header is a column nobody named (see unnamed_columns).
+    blank: tuple[int, ...] = ()
+    line: int | None = None
 
 
 POSITIONAL = Layout(index={"name": 0, "address": 1, "phone": 2}, header=False, width=3)
@@ -61,17 +65,18 @@ def is_header(cells: list[str], mapped: dict[str, str]) -> bool:
 
 
 def read_header(cells: list[str], line: int | None, mapped: dict[str, str], problems: Problems) -> Layout:
-    """Return the layout a header row declares, adding its blank, doubled or missing columns to `problems`."""
+    """Return the layout a header row declares, adding its doubled or missing columns to `problems`."""
     width = filled_width(cells, 0)
     index: dict[str, int] = {}
     columns: dict[str, str] = {}
     ignored: list[str] = []
+    blank: list[int] = []
     for position in range(width):
         cell = cells[position]
         key = normalised(cell)
         target = mapped.get(key) or _FIELD_OF.get(key)
         if not key:
-            problems.add(Problem(None, None, _blank_message(position), line))
+            blank.append(position)
         elif target is None or target == IGNORE:
             if target is None and key not in SILENT and len(ignored) < MAX_SHOWN_COLUMNS:
                 shown = shortened(cell, MAX_SHOWN_CELL)
@@ -84,7 +89,22 @@ def read_header(cells: list[str], line: int | None, mapped: dict[str, str], prob
                 columns[shortened(cell, MAX_SHOWN_CELL)] = target
     _check_overrides(cells[:width], mapped, line, problems)
     _check_required(cells[:width], index, line, problems)
-    return Layout(index=index, header=True, width=width, columns=columns, ignored=ignored)
+    return Layout(index=index, header=True, width=width, columns=columns, ignored=ignored, blank=tuple(blank),
+                  line=line)
+
+
+def unnamed_columns(layout: Layout, cells: list[str], found: dict[int, int], row: int) -> None:
+    """Note in `found` (position -> first row) each blank-headed column this row has a value in."""
+    for position in layout.blank:
+        if position >= len(cells):
+            break  # positions ascend: the row's cells end here, so each row costs at most its length
+        if cells[position] and position not in found:
+            found[position] = row
+
+
+def unnamed_problems(layout: Layout, found: dict[int, int]) -> list[Problem]:
+    """The problems of the blank-headed columns that hold values, in column order."""
+    return [Problem(None, None, _blank_message(position, row), layout.line) for position, row in sorted(found.items())]
 
 
 def filled_width(cells: list[str], floor: int) -> int:
@@ -96,9 +116,9 @@ def filled_width(cells: list[str], floor: int) -> int:
     return width
 
 
-def _blank_message(position: int) -> str:
-    return (f"Column {position + 1} of the header has no name; name it (name, address or phone, "
-            "for instance) or delete it.")
+def _blank_message(position: int, row: int) -> str:
+    return (f"Column {position + 1} of the header has no name, but row {row} has a value in it; name it "
+            "(name, address or phone, for instance) or delete the column.")
 
 
 def _twice_message(first: str, second: str, target: str) -> str:

@@ -127,6 +127,8 @@ def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None) ->
     for line, cells in records:
         reading_rows.add(line, cells)
     reading_rows.count_unread(source.more)
+    for problem in headers.unnamed_problems(layout, reading_rows.unnamed):
+        header_problems.add(problem)
     unreadable = _Problems(kept=list(source.problems))
     # After unreadable quoting the count is only a lower bound, so "no data rows" would mislead.
     counted = _count_problems(reading_rows.total, max_rows) if reading_rows.total or not source.problems else []
@@ -168,6 +170,8 @@ class _RowReader:
         self.rows: list[HospitalRow] = []
         self.problems = _Problems()
         self.total = 0
+        # Blank-headed columns holding a value: position -> the first row with one.
+        self.unnamed: dict[int, int] = {}
         self._first_seen: dict[tuple[str, str], int] = {}
 
     def add(self, line: int | None, cells: list[str]) -> None:
@@ -186,6 +190,8 @@ class _RowReader:
             self.rows.clear()
 
     def _checked(self, line: int | None, cells: list[str]) -> HospitalRow | None:
+        if self.layout.blank:
+            headers.unnamed_columns(self.layout, cells, self.unnamed, self.total)
         shape_message = _shape_message(cells, self.layout, self.delimiter)
         if shape_message:
             self.problems.add(Problem(self.total, None, shape_message, line))

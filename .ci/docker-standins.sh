@@ -52,8 +52,11 @@ standin() {
 mkdir -p "$CACHE"
 rootfs python python3,python3-venv,ca-certificates
 rootfs postgres postgresql,ca-certificates
+rootfs nginx nginx,ca-certificates
 if [ "${1:-}" = "--rootfs-only" ]; then exit 0; fi
 PYTHON_IMAGE=$(awk '$1 == "FROM" { print $2; exit }' Dockerfile)
 POSTGRES_IMAGE=$(sed -n 's/^ *image: *\(postgres:[^ ]*\) *$/\1/p' docker-compose.yml | head -n 1)
+NGINX_IMAGE=$(awk '$1 == "FROM" { print $2; exit }' deploy/proxy/Dockerfile)
 standin "$PYTHON_IMAGE" python .ci/standins/python
 standin "$POSTGRES_IMAGE" postgres .ci/standins/postgres
+standin "$NGINX_IMAGE" nginx .ci/standins/nginx

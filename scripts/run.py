@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bulkproc.config import ConfigError, from_env  # noqa: E402
+from bulkproc.config import ConfigError, from_env
 
 # gunicorn's master kills workers still busy this long after a stop; the script kills what is left
 # of a server STOP_SECONDS after the signal. Together they keep Ctrl-C under 5 s.
@@ -108,9 +108,9 @@ def _serve(environ: dict[str, str], port: int, sim_port: int | None, stopping: t
             _wait_listening(simulator, sim_port, stopping, timeout=30)
         if stopping.is_set():
             return 0
-        gunicorn = _spawn([sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py",
-                           "--bind", f"127.0.0.1:{port}", "--graceful-timeout", str(GRACE_SECONDS),
-                           "wsgi:app"], environ)
+        # The launcher every start goes through: it checks the store too, then becomes gunicorn.
+        gunicorn = _spawn([sys.executable, "-m", "bulkproc.serve", "--bind", f"127.0.0.1:{port}",
+                           "--graceful-timeout", str(GRACE_SECONDS)], environ)
         # SIGINT asks gunicorn's master for a quick stop; it alone signals its workers, once.
         servers.append((gunicorn, signal.SIGINT))
         while not stopping.is_set() and gunicorn.poll() is None:

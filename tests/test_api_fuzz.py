@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))
 SAMPLE_ID = "00000000-0000-4000-8000-000000000000"
 
 
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token-of-16-chars-or-more"  # the contract refuses tokens under 16 characters
 AUTHORIZATION = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -45,7 +45,12 @@ def test_concurrency_follows_the_create_rate_unless_set(environ, concurrency):
     ("BULKPROC_CREATE_RATE", "0", "CREATE_RATE", None),
     ("BULKPROC_CREATE_RATE", "10/2.5", "CREATE_RATE", (10, 2.5)),
     ("HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000/", "HOSPITAL_API_BASE_URL", "http://127.0.0.1:9000"),
-    ("BULKPROC_API_TOKEN", "t", "API_TOKEN", "t"),
+    ("BULKPROC_API_TOKEN", "t" * 16, "API_TOKEN", "t" * 16),
+    ("BULKPROC_MAX_ROWS", "20", "MAX_ROWS", 20),
+    ("BULKPROC_STORE_WAIT", "0", "STORE_WAIT", 0.0),
+    ("PORT", "10000", "PORT", 10000),
+    ("DATABASE_URL", "postgresql://u@/jobs?host=/run/postgresql", "DATABASE_URL",
+     "postgresql://u@/jobs?host=/run/postgresql"),
     ("BULKPROC_READ_TIMEOUT", " 30 ", "READ_TIMEOUT", 30.0),
     ("DATABASE_URL", "postgres://u@db/jobs", "DATABASE_URL", "postgres://u@db/jobs"),
     ("BULKPROC_OUTAGE_GRACE", "0", "OUTAGE_GRACE", 0.0),
@@ -62,6 +67,12 @@ def test_values_are_parsed(variable, text, key, value):
     ("DATABASE_URL", "jobs.sqlite3"), ("DATABASE_URL", "mysql://db/jobs"),
     ("BULKPROC_OUTAGE_GRACE", "-1"), ("BULKPROC_OUTAGE_GRACE", "soon"),
     ("WEB_CONCURRENCY", "two"), ("WEB_CONCURRENCY", "0"), ("GUNICORN_THREADS", "x"),
+    ("BULKPROC_MAX_ROWS", "21"), ("BULKPROC_API_TOKEN", ""), ("BULKPROC_API_TOKEN", "   "),
+    ("BULKPROC_API_TOKEN", "fifteen-chars!!"), ("BULKPROC_API_TOKEN", "sixteen chars ok"),
+    ("BULKPROC_METRICS_TOKEN", "short"), ("BULKPROC_STORE_WAIT", "-1"), ("PORT", "0"), ("PORT", "65536"),
+    ("DATABASE_URL", "postgres://"), ("DATABASE_URL", "postgresql:///jobs"), ("DATABASE_URL", "sqlite://"),
+    ("BULKPROC_WEBHOOK_URL", "ftp://hooks.example"), ("BULKPROC_WEBHOOK_SECRET", "secret"),
+    ("BULKPROC_WEBHOOK_SECRET", "whsec_"), ("BULKPROC_WEBHOOK_SECRET", "whsec_not base64!"),
 ])
 def test_a_bad_value_names_its_variable(variable, text):
     with pytest.raises(ConfigError, match=variable):
@@ -83,6 +94,39 @@ def test_gunicorn_stops_at_once_with_one_line_naming_the_variable(tmp_path, vari
     lines = [line for line in result.stderr.splitlines() if line.startswith("bulkproc:")]
     assert lines == [f"bulkproc: {variable}={text!r} is not valid: expected {expected}"]
     assert "Traceback" not in result.stderr
+
+
+def test_streams_must_stay_below_the_threads():
+    assert from_env({"BULKPROC_MAX_STREAMS": "15"})["MAX_STREAMS"] == 15
+    with pytest.raises(ConfigError, match="BULKPROC_MAX_STREAMS='16' .*fewer than GUNICORN_THREADS \\(16\\)"):
+        from_env({"BULKPROC_MAX_STREAMS": "16"})
+    with pytest.raises(ConfigError, match="BULKPROC_MAX_STREAMS='8' .*GUNICORN_THREADS \\(4\\)"):
+        from_env({"GUNICORN_THREADS": "4"})
+
+
+def test_a_webhook_needs_its_url_and_its_secret_together():
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = from_env({"BULKPROC_WEBHOOK_URL": "https://hooks.example/in", "BULKPROC_WEBHOOK_SECRET": secret})
+
+    assert (settings["WEBHOOK_URL"], settings["WEBHOOK_SECRET"]) == ("https://hooks.example/in", secret)
+    with pytest.raises(ConfigError, match="BULKPROC_WEBHOOK_URL is not set"):
+        from_env({"BULKPROC_WEBHOOK_SECRET": secret})
+
+
+@pytest.mark.parametrize("variable", ["BULKPROC_API_TOKEN", "BULKPROC_METRICS_TOKEN", "BULKPROC_WEBHOOK_SECRET"])
+def test_a_refused_secret_is_told_by_its_length_only(variable):
+    with pytest.raises(ConfigError) as refused:
+        from_env({variable: "hunter2 hunter2"})
+
+    assert "hunter2" not in str(refused.value)
+    assert str(refused.value).startswith(f"{variable} (15 characters) is not valid")
+
+
+def test_a_refused_database_url_hides_its_password():
+    with pytest.raises(ConfigError) as refused:
+        from_env({"DATABASE_URL": "postgresql://bulkproc:hunter2@/jobs"})
+
+    assert "hunter2" not in str(refused.value) and "bulkproc:***@" in str(refused.value)
 
 
 RENDER_URL = "postgres://bulkproc:secret@dpg-d0abc-a.oregon-postgres.render.com/bulkproc_x1?sslmode=require"

@@ -1,4 +1,4 @@
-"""The image and the compose stack as a user runs them: service, PostgreSQL and the simulator in containers.
+"""The image and the compose stack as a user runs them: nginx, the service, PostgreSQL and the simulator in containers.
 
 Needs a Docker daemon and the base images (`.ci/run` provides both in CI, from Debian packages).
 Without them the container tests are skipped, saying why; with CI=true they fail instead.
@@ -11,7 +11,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +28,8 @@ from tests.support import hospitals_csv
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "bulkproc:latest"
+PROXY_IMAGE = "bulkproc-proxy:latest"
+SLOW_CLIENTS = 40
 ROWS = 5
 
 
@@ -49,11 +54,13 @@ COMPOSE = _compose_commands()
 
 
 def _base_images() -> list[str]:
-    """The images the Dockerfile and the compose file start from."""
+    """The images the Dockerfile, the proxy's Dockerfile and the compose file start from."""
     dockerfile = (REPO / "Dockerfile").read_text()
+    proxy = (REPO / "deploy" / "proxy" / "Dockerfile").read_text()
     compose = (REPO / "docker-compose.yml").read_text()
     return [re.search(r"^FROM (\S+)", dockerfile, re.M).group(1),
-            re.search(r"^\s+image: (postgres:\S+)", compose, re.M).group(1)]
+            re.search(r"^\s+image: (postgres:\S+)", compose, re.M).group(1),
+            re.search(r"^FROM (\S+)", proxy, re.M).group(1)]
 
 
 def _missing_docker() -> str | None:
@@ -94,6 +101,7 @@ def image(request: pytest.FixtureRequest) -> str:
     # Host networking for the build only: the CI sandbox's daemon has no bridge, and elsewhere it
     # changes nothing but where pip's downloads come from.
     _docker("build", "--network", "host", "-t", IMAGE, str(REPO), timeout=600)
+    _docker("build", "-t", PROXY_IMAGE, str(REPO / "deploy" / "proxy"), timeout=600)
     return IMAGE
 
 
@@ -172,7 +180,8 @@ def test_the_image_holds_only_what_the_service_needs(image):
     assert sorted(listing) == ["bulkproc", "gunicorn.conf.py", "instance", "requirements.txt", "wsgi.py"]
     config = json.loads(_docker("image", "inspect", "-f", "{{json .Config}}", image).stdout)
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
-    assert "/app/instance" in config["Volumes"]
+    assert not config.get("Volumes")  # none: it would leave an anonymous volume behind every container
+    assert config["Cmd"] == ["python", "-m", "bulkproc.serve"]
 
 
 def test_the_build_context_holds_only_what_the_image_needs(image):
@@ -190,13 +199,14 @@ def test_the_build_context_holds_only_what_the_image_needs(image):
     assert not [path for path in found if "__pycache__" in path or path.endswith(".pyc")]
 
 
-def test_the_image_alone_keeps_its_sqlite_store_in_the_volume(image):
+def test_the_image_alone_keeps_its_sqlite_store_in_a_named_volume(image):
     # The image's own CMD, with no DATABASE_URL: the store is SQLite in /app/instance, which the
-    # non-root user must be able to write although it is a volume.
+    # non-root user must be able to write although a named volume is mounted there.
     name, port = f"bulkproc-alone-{uuid.uuid4().hex[:8]}", free_port()
     _docker("network", "create", name)  # the CI daemon has no default bridge
     try:
-        _docker("run", "-d", "--name", name, "--network", name, "-p", f"127.0.0.1:{port}:8000", image)
+        _docker("run", "-d", "--name", name, "--network", name, "-p", f"127.0.0.1:{port}:8000",
+                "-v", f"{name}:/app/instance", image)
         wait_until(lambda: _docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip() == "healthy",
                    timeout=90, what=f"the container to turn healthy\n{_docker('logs', name).stderr[-2000:]}")
         mounts = json.loads(_docker("inspect", "-f", "{{json .Mounts}}", name).stdout)
@@ -205,18 +215,69 @@ def test_the_image_alone_keeps_its_sqlite_store_in_the_volume(image):
     finally:
         _docker("rm", "-f", "-v", name, check=False)
         _docker("network", "rm", name, check=False)
+        _docker("volume", "rm", name, check=False)
 
     assert ready == {"status": "ready"}
-    assert [m["Destination"] for m in mounts] == ["/app/instance"]
+    assert [(m["Type"], m["Name"], m["Destination"]) for m in mounts] == [("volume", name, "/app/instance")]
     assert "bulkproc.sqlite3" in stored
 
 
 def test_the_service_runs_as_a_non_root_user_and_turns_healthy(stack):
     uid = _docker("exec", stack.container("web"), "id", "-u").stdout.strip()
+    mounts = json.loads(_docker("inspect", "-f", "{{json .Mounts}}", stack.container("web")).stdout)
 
     assert uid != "0"
     assert stack.health("web") == "healthy"
+    assert mounts == []  # no anonymous volume: the store is PostgreSQL's named one
     assert requests.get(f"{stack.url}/readyz", timeout=10).json() == {"status": "ready"}
+
+
+def _slow_client(port: int, stop: threading.Event, errors: list[str]) -> None:
+    """Send a request one byte every 2 s until `stop`, as a slow (or hostile) client would."""
+    request = b"POST /hospitals/bulk HTTP/1.1\r\nHost: slow\r\nX-Padding: " + b"x" * 200
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            for byte in request:
+                sock.sendall(bytes([byte]))
+                if stop.wait(2):
+                    return
+    except OSError as exc:
+        errors.append(repr(exc))
+
+
+def test_forty_slow_clients_do_not_stop_healthz_answering_within_a_second(stack):
+    stop, errors = threading.Event(), []
+    clients = [threading.Thread(target=_slow_client, args=(stack.port, stop, errors), daemon=True)
+               for _ in range(SLOW_CLIENTS)]
+    for client in clients:
+        client.start()
+    slowest, answered = 0.0, 0
+    try:
+        held_until = time.monotonic() + 16  # eight bytes from each client
+        while time.monotonic() < held_until:
+            started = time.monotonic()
+            response = requests.get(f"{stack.url}/healthz", timeout=5)
+            slowest = max(slowest, time.monotonic() - started)
+            assert response.status_code == 200
+            answered += 1
+            stop.wait(0.2)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(10)
+
+    assert not errors, errors[:3]  # every slow client was held open throughout
+    assert answered > 40 and slowest < 1.0, (answered, slowest)
+
+
+def test_the_proxy_answers_its_own_refusals_in_json(stack):
+    too_long = requests.get(f"{stack.url}/{'a' * 9000}", timeout=10)
+    headers_too_long = requests.get(f"{stack.url}/healthz", headers={"X-Big": "b" * 9000}, timeout=10)
+
+    assert too_long.status_code == 414 and headers_too_long.status_code == 431
+    for response in (too_long, headers_too_long):
+        assert response.headers["Content-Type"] == "application/json"
+        assert set(response.json()) == {"error", "details"} and response.headers["X-Request-ID"]
 
 
 def test_an_upload_through_the_stack_lands_in_the_simulator(stack):
@@ -272,5 +333,5 @@ def test_without_the_local_profile_the_stack_serves_against_the_real_directory(i
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5")
 
-    assert services == {"db", "web"}
+    assert services == {"db", "web", "proxy"}
     assert "bulkproc: upstream https://hospital-directory.onrender.com" in logs

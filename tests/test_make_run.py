@@ -99,6 +99,16 @@ def test_a_bad_gunicorn_variable_stops_make_run_with_one_line(tmp_path, variable
     assert lines == [f"make run: {variable}={text!r} is not valid: expected a whole number of at least 1"]
 
 
+def test_make_run_starts_through_the_launcher_which_waits_for_the_store(tmp_path):
+    # The launcher's own check (make run's preflight knows nothing of stores): one line per try, then one.
+    env = _env(tmp_path, PORT=str(free_port()), SIMULATOR_PORT=str(free_port()), BULKPROC_STORE_WAIT="0",
+               DATABASE_URL=f"postgresql://u:p@127.0.0.1:{free_port()}/jobs")
+
+    lines = _refusal(_make_run(env))
+
+    assert lines[-1].startswith("bulkproc: the job store (postgresql://u:***@127.0.0.1:")
+
+
 def _start_work(url: str, stack) -> None:
     """An async batch whose rows are in flight (5 s creations), and its event stream held open."""
     created = requests.post(f"{url}/hospitals/bulk?async=1", files={"file": ("h.csv", hospitals_csv(5))},
@@ -152,3 +162,6 @@ def test_ctrl_c_stops_a_busy_make_run_within_five_seconds(tmp_path, attempt):
 
     assert took < STOP_BOUND
     assert "Shutting down: Master" in output and "Traceback" not in output, output[-3000:]
+    # The worker leaves before the master's deadline: no SIGKILL, so no "Perhaps out of memory?".
+    assert "SIGKILL" not in output and "out of memory" not in output, output[-3000:]
+    assert "stopping with work still in flight at gunicorn's stop deadline" in output, output[-3000:]

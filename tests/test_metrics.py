@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+from pathlib import Path
 
 import pytest
 import requests
@@ -11,7 +13,10 @@ import responses
 from prometheus_client import REGISTRY
 from responses.registries import OrderedRegistry
 
+from bulkproc import metrics
+from bulkproc.errors import StoreUnavailable
 from bulkproc.store import Store
+from bulkproc.store.database import _store_failures as store_failures
 from bulkproc.upstream.client import DirectoryClient
 from bulkproc.work.rate_limit import RateLimiter
 from tests.gunicorn_service import GunicornService, service_env
@@ -165,3 +170,97 @@ def test_a_named_metrics_folder_is_emptied_of_an_earlier_run(tmp_path, upstream)
         assert metric(second.get("/metrics").text, "bulkproc_hospitals_created_total") == 0
     finally:
         second.stop()
+
+
+# -- what operators asked for: HTTP by route template, the store, imports, rows in flight ----------
+
+SPEC_METRICS = [
+    "bulkproc_hospitals_created_total", "bulkproc_rows_failed_total", "bulkproc_batches_finished_total",
+    "bulkproc_upstream_requests_total", "bulkproc_upstream_request_duration_seconds",
+    "bulkproc_rate_limit_wait_seconds_total", "bulkproc_duplicates_removed_total", "bulkproc_http_requests_total",
+    "bulkproc_http_request_duration_seconds", "bulkproc_store_errors_total", "bulkproc_imports_finished_total",
+    "bulkproc_rows_in_flight", "bulkproc_webhook_deliveries_total",
+]
+METRICS_TOKEN = "m" * 24
+
+
+def test_requests_are_counted_by_route_template_never_by_path(make_app):
+    client = make_app().test_client()
+    ids = [f"550e8400-e29b-41d4-a716-44665544000{n}" for n in range(3)]
+    text = lambda: client.get("/metrics").get_data(as_text=True)
+    route = "/hospitals/bulk/<batch_id>"
+    before = metric(text(), "bulkproc_http_requests_total", method="GET", route=route, status="404")
+    unmatched = metric(text(), "bulkproc_http_requests_total", method="GET", route="unmatched", status="404")
+
+    for batch_id in ids:
+        assert client.get(f"/hospitals/bulk/{batch_id}").status_code == 404
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+    after = text()
+
+    assert metric(after, "bulkproc_http_requests_total", method="GET", route=route, status="404") - before == 3
+    assert metric(after, "bulkproc_http_requests_total", method="GET", route="unmatched", status="404") - unmatched == 2
+    assert metric(after, "bulkproc_http_request_duration_seconds_count", route=route) >= 3
+    assert not [line for line in after.splitlines() if ids[0] in line or "/no/such" in line]
+
+
+def test_metrics_need_the_metrics_token_when_one_is_set(make_app):
+    client = make_app(METRICS_TOKEN=METRICS_TOKEN, API_TOKEN="a" * 16).test_client()
+
+    refused = client.get("/metrics")
+    with_api_token = client.get("/metrics", headers={"Authorization": "Bearer " + "a" * 16})
+    allowed = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+    assert refused.status_code == with_api_token.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "metrics token" in refused.get_json()["error"]
+    assert allowed.status_code == 200 and "bulkproc_hospitals_created_total" in allowed.get_data(as_text=True)
+    assert client.get("/healthz").status_code == 200  # only /metrics is closed by it
+
+
+def test_every_metric_of_the_spec_is_declared_and_in_the_readme(make_app):
+    text = make_app().test_client().get("/metrics").get_data(as_text=True)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    operations = readme[readme.index("## Operations"):readme.index("## Performance")]
+
+    for name in SPEC_METRICS:
+        family = name.removesuffix("_total")
+        assert f"# TYPE {family}" in text, name
+        assert f"`{name}" in operations, name
+    assert "`cancelled`" in operations[:operations.index("bulkproc_upstream_requests_total")]
+
+
+def test_rows_in_flight_counts_a_creation_while_it_runs():
+    seen = []
+
+    def create() -> str:
+        seen.append(REGISTRY.get_sample_value("bulkproc_rows_in_flight"))
+        return "done"
+
+    before = REGISTRY.get_sample_value("bulkproc_rows_in_flight")
+    assert metrics.in_flight(create)() == "done"
+
+    assert seen == [before + 1]
+    assert REGISTRY.get_sample_value("bulkproc_rows_in_flight") == before
+
+
+def test_a_store_failure_is_counted():
+    before = REGISTRY.get_sample_value("bulkproc_store_errors_total")
+
+    with pytest.raises(StoreUnavailable), store_failures():  # every read and write of the store goes through it
+        raise sqlite3.OperationalError("disk I/O error")
+
+    assert REGISTRY.get_sample_value("bulkproc_store_errors_total") - before == 1
+
+
+def test_a_finished_import_is_counted_by_its_status(service):
+    text = lambda: service.get("/metrics").text
+    before = metric(text(), "bulkproc_imports_finished_total", status="completed")
+    started = service.upload(hospitals_csv(3), path="/hospitals/imports")
+    assert started.status_code == 202, started.text
+    import_id = started.json()["import_id"]
+
+    wait_until(lambda: service.get(f"/hospitals/imports/{import_id}").json()["status"] == "completed",
+               timeout=30, what="the import to complete")
+
+    assert metric(text(), "bulkproc_imports_finished_total", status="completed") - before == 1

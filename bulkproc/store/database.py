@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from .. import metrics
 from ..errors import StoreRefusedValue, StoreUnavailable
 from .schema import add_missing_columns, limiter, metadata
 
@@ -92,6 +93,7 @@ def _store_failures() -> Iterator[None]:
     try:
         yield
     except _UNAVAILABLE as exc:
+        metrics.store_errors.inc()
         raise StoreUnavailable(_reason(exc)) from exc
     except DataError as exc:
         raise StoreRefusedValue("The job store cannot keep a value of this request (such as a NUL "

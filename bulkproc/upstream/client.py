@@ -27,7 +27,16 @@ import requests
 from .. import metrics
 from ..errors import GaveUp, MaybeLanded, NotSent, Refused
 from .deadline import Watchdog, WatchedAdapter
-from .failures import Malformed, as_id, failure_kind, field, json_body, message, never_connected
+from .failures import (
+    Malformed,
+    as_id,
+    failure_kind,
+    field,
+    json_body,
+    message,
+    never_connected,
+    not_connected_reason,
+)
 from .retry import Attempts
 
 T = TypeVar("T")
@@ -205,8 +214,7 @@ class DirectoryClient:
             response = self._request(operation, method, path, timeout=timeout, total=total, **kwargs)
         except requests.ConnectionError as exc:
             if never_connected(exc):
-                raise NotSent(f"could not connect to the directory ({type(exc).__name__})",
-                              unreachable=True) from exc
+                raise NotSent(not_connected_reason(exc), unreachable=True) from exc
             raise MaybeLanded(f"the connection to the directory broke ({type(exc).__name__})") from exc
         except (requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
             why = str(exc) if isinstance(exc, TotalTimeout) else type(exc).__name__

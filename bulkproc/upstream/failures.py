@@ -18,6 +18,14 @@ def never_connected(exc: requests.ConnectionError) -> bool:
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
 
 
+def not_connected_reason(exc: requests.ConnectionError) -> str:
+    """Why a connection was never made, in words: a failed name lookup is not a refused connection."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, NameResolutionError):
+        return f"could not look up the directory's host name ({reason._reason})"
+    return f"could not connect to the directory ({type(exc).__name__})"
+
+
 def failure_kind(exc: requests.RequestException) -> str:
     """How an exchange failed, as /metrics labels it in place of an HTTP status."""
     if isinstance(exc, requests.ConnectionError) and never_connected(exc):

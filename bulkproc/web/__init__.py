@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import batches, docs, http_errors, imports, pages, request_ids, samples
+from . import batches, docs, http_errors, imports, observed, pages, request_ids, samples
 
 
 def register(app: Flask) -> None:
@@ -16,3 +16,4 @@ def register(app: Flask) -> None:
     app.register_blueprint(samples.bp)
     http_errors.register(app)
     request_ids.register(app)
+    observed.register(app)

@@ -503,7 +503,9 @@ def _open_paths() -> Json:
         "/readyz": {"get": _operation("readyz", "Readiness: does the job store answer?", "service",
                                       {**_ok("Ready.", "Ready"), **_errors(503)})},
         "/metrics": {"get": _operation("metrics", "Prometheus metrics, summed over every worker", "service",
-                                       _text("Prometheus text exposition format.", "text/plain"))},
+                                       {**_text("Prometheus text exposition format.", "text/plain"), **_errors(401)},
+                                       description="With BULKPROC_METRICS_TOKEN set, it needs "
+                                                   "`Authorization: Bearer <that token>`; the API token does not open it.")},
         "/openapi.json": {"get": _operation("openapi", "This document", "service",
                                             {"200": {"description": "OpenAPI 3.1.",
                                                      "content": _json_content({"type": "object"})}})},

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from .. import metrics
 from ..errors import BatchConflict, BatchNotFound, RunLost, StoreUnavailable, UpstreamError, UpstreamUnavailable
 from ..files.rules import HospitalRow
-from ..logs import in_batch_context
+from ..logs import in_batch_context, log_finished
 from ..states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
 from ..store import Batch, Row, Run, Store
 from ..store.leases import new_token
@@ -219,10 +220,12 @@ class Jobs:
     def _end_run(self, run: Run, error: str | None, *, fail_unfinished: bool = False) -> None:
         if fail_unfinished:
             self._fail_unfinished(run, error)
-        outcome = _outcome(self.store.get_batch(run.id))
-        run.holds(self.store.finish_run(run, outcome, error, self._clock()))
+        batch, now = self.store.get_batch(run.id), self._clock()
+        outcome = _outcome(batch)
+        run.holds(self.store.finish_run(run, outcome, error, now))
         metrics.batches_finished.labels(outcome).inc()
-        log.info("finished: %s", outcome)
+        rows, seconds = Counter(r.status for r in batch.rows), now - (batch.run_started_at or now)
+        log_finished(log, "batch", outcome, rows, seconds)
 
     def once_the_store_answers(self, write: Callable[[], object], first_pause: float = 0.05) -> bool:
         """Call `write` until the store lets it through, backing off up to 2 s between tries; False

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from ..errors import RunLost, StoreUnavailable
-from ..logs import in_batch_context
+from ..logs import in_work_context
 from ..store import Run, Store
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Heartbeat:
         for run in lost:
             self.let_go(run)
             run.lose()
-            in_batch_context(run.id, log.error)("lost the %s: another run owns it now; this run stops", run.kind)
+            in_work_context(run.kind, run.id, log.error)("lost the %s: another run owns it; this run stops", run.kind)
         with self._lock:
             hooks = [(run, hook) for run, hook in self._on_beat.items() if run not in lost]
         for run, hook in hooks:

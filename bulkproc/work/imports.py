@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from .. import metrics
 from ..errors import BatchConflict, ImportNotFound, RunLost, StoreUnavailable
 from ..files.rules import HospitalRow
-from ..logs import in_batch_context
+from ..logs import in_import_context, log_finished
 from ..states import FINAL, RUNNING, BatchStatus, RowStatus
 from ..store import Import, Row, Run
 from ..store.leases import new_token
@@ -163,7 +164,7 @@ class Imports:
         if run is None:
             run = Run(import_id, "", "import")
             run.lose()
-        return self._runners.submit(in_batch_context(import_id, self._run), run)
+        return self._runners.submit(in_import_context(import_id, self._run), run)
 
     def cancel(self, import_id: str) -> bool:
         """Stop a running import from starting rows; False when it is cancelled already
@@ -264,9 +265,11 @@ class Imports:
         """Record the run's outcome and let the import go; a store failure is waited out (the
         heartbeat keeps the import meanwhile), so a live import never lapses into `interrupted`."""
         def finish() -> None:
+            rows = sum((Counter(p.batch.row_counts) for p in self.load(run.id).parts), Counter())
             status = self._settled(run.id)
             run.holds(self.store.finish_import_run(run, status, self._clock() - started))
-            log.info("import finished: %s", status)
+            metrics.imports_finished.labels(status).inc()
+            log_finished(log, "import", status, rows, self._clock() - started)
 
         try:
             finish()

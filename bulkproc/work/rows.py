@@ -88,7 +88,7 @@ class RowCreator:
         and it reads `pending` meanwhile.
         """
         batch_id = run.id
-        work = in_batch_context(batch_id, self._create_row)
+        work = in_batch_context(batch_id, metrics.in_flight(self._create_row))
         futures, waiting = [], list(rows)
         try:
             while waiting and not self.store.is_cancelling(batch_id):

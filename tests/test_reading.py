@@ -159,6 +159,12 @@ KINDS = {
 }
 
 
+@pytest.mark.parametrize("text", ["<!DOCTYPE HTML,0,\n", "<html clinic,1 Main St\n", "<?xml,1 Main St\n"])
+def test_a_hospital_named_like_a_tag_is_a_hospital(text):
+    # Found by hypothesis (make fuzz): "<!DOCTYPE HTML" was refused as a web page.
+    assert inspect(text.encode()).valid
+
+
 def _archive(names: list[str]) -> bytes:
     import io
     import zipfile

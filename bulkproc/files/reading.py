@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,8 @@ _SIGNATURES = (
     (b"OggS", "an Ogg audio or video file"),
     (b"ID3", "an MP3 audio file"),
 )
+_HTML = re.compile(r"<!doctype html\s*>|<html(?:\s[^<>\n]*)?>")
+_XML = re.compile(r"<\?xml\s[^\n]*\?>")
 _ACCEPTED = "upload a CSV file (UTF-8), or an .xlsx, .xls or .ods workbook"
 
 
@@ -107,11 +110,12 @@ def _text(data: bytes, options: ReadOptions) -> Source:
 def _markup(characters: str) -> str | None:
     """What a text file that is markup is (a web page, an XML spreadsheet), or None."""
     start = characters[:4096].lstrip().casefold()
-    if start.startswith(("<!doctype html", "<html")):
+    # Whole tags only: a hospital may well be called "<!DOCTYPE HTML" in a CSV (hypothesis found one).
+    if _HTML.match(start):
         return f"This is a web page (HTML), not a spreadsheet; {_ACCEPTED}."
-    if start.startswith("<?xml") and "urn:schemas-microsoft-com:office:spreadsheet" in start:
+    if not _XML.match(start):
+        return None
+    if "urn:schemas-microsoft-com:office:spreadsheet" in start:
         return ("This is an Excel 2003 XML spreadsheet, which cannot be read; open it in Excel and save it "
                 "as .xlsx or as CSV UTF-8.")
-    if start.startswith("<?xml"):
-        return f"This is an XML file, not a spreadsheet; {_ACCEPTED}."
-    return None
+    return f"This is an XML file, not a spreadsheet; {_ACCEPTED}."

@@ -39,7 +39,8 @@ chaos: $(STAMP)
 FUZZ_EXAMPLES ?= 1000
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_api_fuzz.py -p no:cacheprovider -o timeout=0
-	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_csv_properties.py -p no:cacheprovider -o timeout=0
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/test_csv_properties.py tests/test_reading_properties.py \
+	  -p no:cacheprovider -o timeout=0
 
 bench: $(STAMP)
 	$(PY) bench/bulk_latency.py

@@ -79,7 +79,7 @@ def test_validate_reports_rows_and_problems_without_calling_upstream(client, ups
     body = post_csv(client, "Name,Address\nGeneral,1 Main St\n,2 Elm\n", "/hospitals/bulk/validate").get_json()
 
     assert body["valid"] is False
-    assert body["errors"] == [{"row": 2, "column": "name", "message": body["errors"][0]["message"]}]
+    assert body["errors"] == [{"row": 2, "column": "name", "message": body["errors"][0]["message"], "line": 3}]
     assert body["hospitals"][0] == {"row": 1, "name": "General", "address": "1 Main St", "phone": None}
     assert upstream.sim.stats == {**upstream.sim.stats, "create_requests": 0, "batch_reads": 0}
 

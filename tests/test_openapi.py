@@ -306,7 +306,7 @@ def test_a_refused_csv_is_a_documented_422(service):
     response = service.upload(BAD_CSV)
     assert response.status_code == 422
     body = assert_conforms(response, "POST", "/hospitals/bulk")
-    assert body["details"] == [{"row": 1, "column": "address", "message": body["details"][0]["message"]}]
+    assert body["details"] == [{"row": 1, "column": "address", "message": body["details"][0]["message"], "line": 2}]
 
 
 def test_unknown_batches_are_documented_404s(service):

@@ -1,42 +1,52 @@
-"""Turn an uploaded CSV of hospitals into validated rows, or into a list of problems."""
+"""Turn an uploaded file of hospitals into validated rows, or into a list of problems.
+
+Every format (text with any delimiter, workbooks) reaches the same path here as records of
+cells: the header is recognised, the columns matched, and every check made, once for all.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import headers, reading
+from .headers import REQUIRED, Layout
+from .problems import INVISIBLE as _INVISIBLE
+from .problems import (
+    MAX_LISTED_PROBLEMS,
+    QUOTED_PREFIX,
+    Problem,
+    listed,
+    quoted,
+    shortened,
+)
+from .problems import Problems as _Problems
+from .reading import ReadOptions, Record, Source
+
+__all__ = ["MAX_LISTED_PROBLEMS", "QUOTED_PREFIX", "CsvRejected", "HospitalRow", "Inspection", "Problem",
+           "ReadOptions", "inspect", "inspect_table", "parse", "phone_problem"]
+
 COLUMNS = ("name", "address", "phone")
-REQUIRED = ("name", "address")
-# Columns a header may have that are not read: failed.csv adds `error`, and it can be uploaded again as it is.
-IGNORED_COLUMNS = ("error",)
 MAX_LENGTH = 200
 PHONE_MAX_LENGTH = 40
 PHONE_MIN_DIGITS = 7
 PHONE_MAX_DIGITS = 20
 PHONE_MAX_EXTENSION_DIGITS = 6
-MAX_LISTED_PROBLEMS = 100
 # Unicode's stream-safe limit (UAX #15): longer runs of combining marks are no text anyone types,
 # and CPython's normalisation is quadratic in the length of such a run.
 MAX_COMBINING_RUN = 30
 # NFC merges at most four code points into one, so a cell longer than this is too long however it
 # normalises; it is refused without normalising it.
 _MOST_NFC_MERGES = 4
-QUOTED_PREFIX = 24
 FORMULA_STARTS = ("=", "+", "-", "@")
-BYTE_ORDER_MARK = "\ufeff"
 
-# C0 controls except the line breaks a quoted field may hold, DEL, C1 controls, and the bidi
-# embeddings, overrides and isolates that can make text read differently than it is stored.
-_INVISIBLE = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _ASCII_DIGITS = "0123456789"
 _PHONE_CHARACTERS = frozenset(_ASCII_DIGITS + " ().-")
 # An extension ends the number: "x123", "ext 123", "ext. 123", "extension 123" or "#123".
 _EXTENSION_MARKERS = ("extension", "ext.", "ext", "x", "#")
+_DELIMITER_NAMES = {",": "a comma", ";": "a semicolon", "\t": "a tab", "|": "a |"}
 
 
 @dataclass(frozen=True)
@@ -49,21 +59,8 @@ class HospitalRow:
     phone: str | None
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One reason the CSV is refused; row and column are None when they do not apply."""
-
-    row: int | None
-    column: str | None
-    message: str
-
-    def as_dict(self) -> dict[str, int | str | None]:
-        """Return the problem in the shape of an error detail."""
-        return {"row": self.row, "column": self.column, "message": self.message}
-
-
 class CsvRejected(Exception):
-    """The CSV content was refused; `problems` lists the reasons (at most 100, then a line counting the rest)."""
+    """The file's content was refused; `problems` lists the reasons (at most 100, then a line counting the rest)."""
 
     def __init__(self, problems: list[Problem], count: int | None = None) -> None:
         self.problems = list(problems)
@@ -80,160 +77,78 @@ class CsvRejected(Exception):
 
 @dataclass(frozen=True)
 class Inspection:
-    """What a CSV holds: its rows (none when over the row limit), its problems, and its data row count."""
+    """What a file holds: its rows (none when over the row limit), its problems, its data row count,
+    and how it was read (the validate answer's `file`)."""
 
     rows: list[HospitalRow]
     problems: list[Problem]
     total: int
     # Every problem found, including those beyond the listed ones.
     problem_count: int = 0
+    file: dict[str, object] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
-        """Return whether the CSV can be accepted as it is."""
+        """Return whether the file can be accepted as it is."""
         return not self.problems
 
 
-@dataclass
-class _Problems:
-    """Problems in the order found, keeping the first `limit` and counting the rest."""
-
-    limit: int = MAX_LISTED_PROBLEMS
-    kept: list[Problem] = field(default_factory=list)
-    hidden: int = 0
-
-    def add(self, problem: Problem) -> None:
-        if len(self.kept) < self.limit:
-            self.kept.append(problem)
-        else:
-            self.hidden += 1
-
-
-@dataclass(frozen=True)
-class _Layout:
-    index: dict[str, int]
-    header: bool
-    width: int
-
-
-_POSITIONAL = _Layout(index={"name": 0, "address": 1, "phone": 2}, header=False, width=3)
-
-
-def parse(data: bytes, max_rows: int = 20) -> list[HospitalRow]:
-    """Return the hospitals of a CSV upload; raise CsvRejected listing its problems otherwise."""
-    inspection = inspect(data, max_rows)
+def parse(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -> list[HospitalRow]:
+    """Return the hospitals of an upload; raise CsvRejected listing its problems otherwise."""
+    inspection = inspect(data, max_rows, options)
     if not inspection.valid:
         raise CsvRejected(inspection.problems, inspection.problem_count)
     return inspection.rows
 
 
-def inspect(data: bytes, max_rows: int = 20) -> Inspection:
-    """Read and check a CSV upload, collecting its problems instead of raising."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Inspection(rows=[], problems=[_not_utf8_problem(data, exc.start)], total=0, problem_count=1)
-    # Tools that each add a byte-order mark can stack several; all of them go, so the header stays a header.
-    text = text.lstrip(BYTE_ORDER_MARK)
-    unreadable = _Problems()
-    records = _records(text, unreadable)
+def inspect(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -> Inspection:
+    """Read and check an upload of any supported format, collecting its problems instead of raising."""
+    options = options or ReadOptions()
+    # A header and one row past the limit are enough to refuse a workbook: it is not read further.
+    source = reading.read(data, options, max_records=max_rows + 2)
+    return _inspected(source, max_rows, options.columns)
+
+
+def inspect_table(rows: list[list[str]], max_rows: int) -> Inspection:
+    """Check rows of cells already in memory (a row being fixed) by the same rules as a file."""
+    return _inspected(Source([(None, cells) for cells in rows], {}), max_rows, None)
+
+
+def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None) -> Inspection:
+    mapped = headers.overrides(columns)
+    records = _non_blank(source.records)
     first = next(records, None)
-    layout, header_problems = _POSITIONAL, _Problems()
-    if first is not None and _is_header(first):
-        layout = _read_header(first, header_problems)
+    layout, header_problems = headers.POSITIONAL, _Problems()
+    if first is not None and (mapped or headers.is_header(first[1], mapped)):
+        layout = headers.read_header(first[1], first[0], mapped, header_problems)
     elif first is not None:
         records = itertools.chain([first], records)
-    reading = _RowReader(layout, max_rows)
-    for cells in records:
-        reading.add(cells)
+    reading_rows = _RowReader(layout, max_rows, source.info.get("delimiter"))
+    for line, cells in records:
+        reading_rows.add(line, cells)
+    reading_rows.count_unread(source.more)
+    for problem in headers.unnamed_problems(layout, reading_rows.unnamed):
+        header_problems.add(problem)
+    unreadable = _Problems(kept=list(source.problems))
     # After unreadable quoting the count is only a lower bound, so "no data rows" would mislead.
-    counted = _count_problems(reading.total, max_rows) if reading.total or not unreadable.kept else []
-    groups = [unreadable, header_problems, _Problems(kept=counted), reading.problems]
-    count = sum(len(group.kept) + group.hidden for group in groups)
-    return Inspection(rows=reading.rows, problems=_listed(groups), total=reading.total, problem_count=count)
+    counted = _count_problems(reading_rows.total, max_rows) if reading_rows.total or not source.problems else []
+    groups = [unreadable, header_problems, _Problems(kept=counted), reading_rows.problems]
+    count = sum(group.count for group in groups)
+    return Inspection(rows=reading_rows.rows, problems=listed(groups), total=reading_rows.total,
+                      problem_count=count, file=_file_document(source.info, layout))
 
 
-def _not_utf8_problem(data: bytes, offset: int) -> Problem:
-    line = data.count(b"\n", 0, offset) + 1
-    return Problem(
-        None,
-        None,
-        f"The file is not UTF-8 (the first bad byte is on line {line}); "
-        'save it as "CSV UTF-8" and upload it again.',
-    )
+def _non_blank(records: Iterable[Record]) -> Iterator[Record]:
+    """Yield the records with their cells trimmed, skipping the blank ones."""
+    for line, cells in records:
+        trimmed = [cell.strip() for cell in cells]
+        if any(trimmed):
+            yield line, trimmed
 
 
-def _records(text: str, unreadable: _Problems) -> Iterator[list[str]]:
-    """Yield the non-blank records with trimmed cells; on broken quoting, add a problem and stop."""
-    # strict=True turns an unclosed quote into an error instead of silently eating the rest of the file;
-    # skipinitialspace lets a hand-typed `A, "1 Main St, Springfield"` keep its quoted comma.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
-    start_line = 1
-    try:
-        for cells in reader:
-            trimmed = [cell.strip() for cell in cells]
-            if any(trimmed):
-                yield trimmed
-            start_line = reader.line_num + 1
-    except csv.Error as exc:
-        unreadable.add(_unreadable_problem(start_line, str(exc)))
-
-
-def _unreadable_problem(line: int, reason: str) -> Problem:
-    if "field larger than field limit" in reason:
-        message = (
-            f"The file cannot be read from line {line} on: a field there is longer than "
-            f"{csv.field_size_limit()} characters (look for a quote that is never closed)."
-        )
-    else:
-        message = (
-            f"The file cannot be read from line {line} on: a quoted field is never closed "
-            'or has text after its closing quote (write a quote inside a quoted field as "").'
-        )
-    return Problem(None, None, message)
-
-
-def _is_header(cells: list[str]) -> bool:
-    folded = {cell.casefold() for cell in cells}
-    return "name" in folded and "address" in folded
-
-
-def _read_header(cells: list[str], problems: _Problems) -> _Layout:
-    """Return the column layout a header row declares, adding its unknown, blank or repeated columns."""
-    width = _filled_width(cells, 0)
-    index: dict[str, int] = {}
-    for position in range(width):
-        cell = cells[position]
-        column = cell.casefold()
-        if not column:
-            problems.add(Problem(None, None, _blank_header_message(position)))
-        elif column not in COLUMNS + IGNORED_COLUMNS:
-            problems.add(Problem(None, None, _unknown_header_message(cell)))
-        elif column in index:
-            shown = column if column in COLUMNS else None
-            message = f"The header has the column {_quoted(cell)} more than once; keep only one."
-            problems.add(Problem(None, shown, message))
-        else:
-            index[column] = position
-    readable = {column: position for column, position in index.items() if column in COLUMNS}
-    return _Layout(index=readable, header=True, width=width)
-
-
-def _filled_width(cells: list[str], floor: int) -> int:
-    """Return how many cells remain once empty trailing cells beyond `floor` are dropped."""
-    # Spreadsheets pad rows with empty cells when any row is wider; counting down keeps this linear.
-    width = len(cells)
-    while width > floor and not cells[width - 1]:
-        width -= 1
-    return width
-
-
-def _blank_header_message(position: int) -> str:
-    return f"Column {position + 1} of the header has no name; name it name, address or phone, or delete it."
-
-
-def _unknown_header_message(cell: str) -> str:
-    return f"The header has an unknown column {_quoted(cell)}; use only the columns name, address and phone."
+def _file_document(info: dict[str, object], layout: Layout) -> dict[str, object]:
+    return {**{key: value for key, value in info.items() if value is not None or key == "format"},
+            "header": layout.header, "columns": dict(layout.columns), "ignored_columns": list(layout.ignored)}
 
 
 def _count_problems(count: int, max_rows: int) -> list[Problem]:
@@ -248,76 +163,102 @@ def _count_problems(count: int, max_rows: int) -> list[Problem]:
 class _RowReader:
     """Checks data rows one at a time, keeping rows only while their count is within the limit."""
 
-    def __init__(self, layout: _Layout, max_rows: int) -> None:
+    def __init__(self, layout: Layout, max_rows: int, delimiter: object) -> None:
         self.layout = layout
         self.max_rows = max_rows
+        self.delimiter = delimiter if isinstance(delimiter, str) else None
         self.rows: list[HospitalRow] = []
         self.problems = _Problems()
         self.total = 0
+        # Blank-headed columns holding a value: position -> the first row with one.
+        self.unnamed: dict[int, int] = {}
         self._first_seen: dict[tuple[str, str], int] = {}
 
-    def add(self, cells: list[str]) -> None:
+    def add(self, line: int | None, cells: list[str]) -> None:
         self.total += 1
-        row = self._checked(cells)
+        row = self._checked(line, cells)
         # Past the limit the file is refused as a whole, and echoing its rows would only make the answer huge.
         if self.total > self.max_rows:
             self.rows.clear()
         elif row is not None:
             self.rows.append(row)
 
-    def _checked(self, cells: list[str]) -> HospitalRow | None:
-        shape_message = _shape_message(cells, self.layout)
+    def count_unread(self, more: int) -> None:
+        """Count data rows a reader stopped short of (past the limit: the file is refused anyway)."""
+        self.total += more
+        if self.total > self.max_rows:
+            self.rows.clear()
+
+    def _checked(self, line: int | None, cells: list[str]) -> HospitalRow | None:
+        if self.layout.blank:
+            headers.unnamed_columns(self.layout, cells, self.unnamed, self.total)
+        shape_message = _shape_message(cells, self.layout, self.delimiter)
         if shape_message:
-            self.problems.add(Problem(self.total, None, shape_message))
+            self.problems.add(Problem(self.total, None, shape_message, line))
             return None
         row, row_problems = _checked_row(self.total, cells, self.layout.index)
-        for problem in row_problems:
-            self.problems.add(problem)
-        if not any(problem.column in REQUIRED for problem in row_problems):
-            self._check_duplicate(row)
+        for column, message in row_problems:
+            self.problems.add(Problem(self.total, column, message, line))
+        complete = all(column in self.layout.index for column in REQUIRED)
+        if complete and not any(column in REQUIRED for column, _ in row_problems):
+            self._check_duplicate(row, line)
         return row
 
-    def _check_duplicate(self, row: HospitalRow) -> None:
+    def _check_duplicate(self, row: HospitalRow, line: int | None) -> None:
         key = (_comparable(row.name), _comparable(row.address))
         earlier = self._first_seen.setdefault(key, row.row)
         if earlier != row.row:
             message = f"This row has the same name and address as row {earlier}; remove one of them."
-            self.problems.add(Problem(row.row, None, message))
+            self.problems.add(Problem(row.row, None, message, line))
 
 
-def _shape_message(cells: list[str], layout: _Layout) -> str | None:
-    count = _filled_width(cells, layout.width)
+def _shape_message(cells: list[str], layout: Layout, delimiter: str | None) -> str | None:
+    count = headers.filled_width(cells, layout.width)
     fields = f"{count} field" if count == 1 else f"{count} fields"
+    quoting = (f"; an address containing {_DELIMITER_NAMES[delimiter]} must be in double quotes"
+               if delimiter else "")
     if layout.header:
         if count <= layout.width:
             return None
-        return (
-            f"This row has {fields}, but the header has {layout.width} columns; "
-            "an address containing a comma must be in double quotes."
-        )
+        if delimiter is None:
+            return f"This row has {count} cells, but the header has {layout.width} columns; give each column a header."
+        return f"This row has {fields}, but the header has {layout.width} columns{quoting}."
     if 2 <= count <= 3:
         return None
-    if count == 1 and (";" in cells[0] or "\t" in cells[0]):
+    if count == 1 and delimiter == "," and (";" in cells[0] or "\t" in cells[0]):
         return "This row has 1 field that holds semicolons or tabs; save the file with commas between the fields."
-    return (
-        f"This row has {fields}, but a row needs name,address and an optional phone; "
-        "an address containing a comma must be in double quotes."
-    )
+    return f"This row has {fields}, but a row needs name,address and an optional phone{quoting}."
 
 
-def _checked_row(number: int, cells: list[str], index: dict[str, int]) -> tuple[HospitalRow, list[Problem]]:
-    """Return the row as it would be stored (shortened for display when too long) and its problems."""
+def _checked_row(number: int, cells: list[str], index: dict[str, int]) -> tuple[HospitalRow, list[tuple[str, str]]]:
+    """Return the row as it would be stored (shortened for display when too long) and its (column, problem)s."""
     values: dict[str, str] = {}
-    problems: list[Problem] = []
+    problems: list[tuple[str, str]] = []
+    raw_values = {"name": _cell(cells, index, "name"), "address": _address(cells, index),
+                  "phone": _cell(cells, index, "phone")}
     for column in COLUMNS:
-        position = index.get(column)
-        raw = cells[position] if position is not None and position < len(cells) else ""
-        value, message = _checked_cell(column, raw)
+        value, message = _checked_cell(column, raw_values[column])
         values[column] = value
-        if message:
-            problems.append(Problem(number, column, message))
+        # A header without the column has been refused for it once; each row need not repeat it.
+        if message and column in index:
+            problems.append((column, message))
     row = HospitalRow(row=number, name=values["name"], address=values["address"], phone=values["phone"] or None)
     return row, problems
+
+
+def _cell(cells: list[str], index: dict[str, int], column: str) -> str:
+    position = index.get(column)
+    return cells[position] if position is not None and position < len(cells) else ""
+
+
+def _address(cells: list[str], index: dict[str, int]) -> str:
+    """The address joined from its parts: `address, address2, city, state postal_code`, empty ones left out."""
+    street = _cell(cells, index, "address")
+    if not street:
+        return ""  # the street is the address: a city alone is none
+    region = " ".join(part for part in (_cell(cells, index, "state"), _cell(cells, index, "postal_code")) if part)
+    parts = (street, _cell(cells, index, "address2"), _cell(cells, index, "city"), region)
+    return ", ".join(part for part in parts if part)
 
 
 def _checked_cell(column: str, raw: str) -> tuple[str, str | None]:
@@ -325,9 +266,9 @@ def _checked_cell(column: str, raw: str) -> tuple[str, str | None]:
     limit = PHONE_MAX_LENGTH if column == "phone" else MAX_LENGTH
     # Lengths come first, so that no later check ever sees more than a few hundred characters.
     if len(raw) > limit * _MOST_NFC_MERGES:
-        return _shortened(raw), _length_message(column, len(raw), limit)
+        return shortened(raw), _length_message(column, len(raw), limit)
     if _longest_combining_run(raw) > MAX_COMBINING_RUN:
-        return _shortened(raw), (
+        return shortened(raw), (
             f"The {column} has more than {MAX_COMBINING_RUN} combining marks in a row; remove the extra accents."
         )
     value = unicodedata.normalize("NFC", raw).strip()
@@ -336,7 +277,7 @@ def _checked_cell(column: str, raw: str) -> tuple[str, str | None]:
         # (results.py); a failed.csv uploaded again means the value without it.
         value = value[1:]
     if len(value) > limit:
-        return _shortened(value), _length_message(column, len(value), limit)
+        return shortened(value), _length_message(column, len(value), limit)
     return value, _value_message(column, value)
 
 
@@ -378,17 +319,17 @@ def phone_problem(phone: str) -> str | None:
     if len(phone) > PHONE_MAX_LENGTH:
         return _length_message("phone", len(phone), PHONE_MAX_LENGTH)
     main = _without_extension(phone)
-    body = main[1:] if main.startswith("(") else main
-    body = body[1:] if body.startswith("+") else body
+    body = main.removeprefix("(")
+    body = body.removeprefix("+")
     if not _PHONE_CHARACTERS.issuperset(body):
         return (
-            f"The phone {_quoted(phone)} may hold only digits, spaces, a leading +, - ( ) . "
+            f"The phone {quoted(phone)} may hold only digits, spaces, a leading +, - ( ) . "
             'and an extension at the end such as "x123".'
         )
     digits = sum(map(main.count, _ASCII_DIGITS))
     if not PHONE_MIN_DIGITS <= digits <= PHONE_MAX_DIGITS:
         return (
-            f"The phone {_quoted(phone)} has {digits} digits, but a phone number needs "
+            f"The phone {quoted(phone)} has {digits} digits, but a phone number needs "
             f"{PHONE_MIN_DIGITS} to {PHONE_MAX_DIGITS} (not counting an extension)."
         )
     return None
@@ -411,27 +352,3 @@ def _without_extension(phone: str) -> str:
 
 def _comparable(value: str) -> str:
     return unicodedata.normalize("NFC", " ".join(value.split()).casefold())
-
-
-def _quoted(text: str) -> str:
-    """Return a short, printable quotation of user text for a message."""
-    shown = _INVISIBLE.sub("\ufffd", text[:QUOTED_PREFIX])
-    return f'"{shown}…"' if len(text) > QUOTED_PREFIX else f'"{shown}"'
-
-
-def _shortened(text: str) -> str:
-    """Return a prefix of a cell refused as too long, so a refusal never echoes it whole."""
-    return text[:QUOTED_PREFIX] + "…"
-
-
-def _listed(groups: list[_Problems]) -> list[Problem]:
-    """Return the first problems of the groups in order, then one line counting the ones left out."""
-    found = _Problems()
-    for group in groups:
-        for problem in group.kept:
-            found.add(problem)
-        found.hidden += group.hidden
-    if found.hidden:
-        message = f"{found.hidden} more problems are not listed; fix the ones listed and check again."
-        found.kept.append(Problem(None, None, message))
-    return found.kept

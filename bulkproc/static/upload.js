@@ -68,6 +68,7 @@ async function send(method, url, file, json) {
   if (file) {
     body = new FormData();
     body.append("file", file);
+    appendReadingFields(body);
   } else if (json) {
     body = JSON.stringify(json);
     headers["Content-Type"] = "application/json";
@@ -169,6 +170,7 @@ function describeProblem(problem) {
 }
 
 function showValidation(result) {
+  showReading(result.file, result.errors);
   const count = result.total_hospitals + (result.total_hospitals === 1 ? " hospital" : " hospitals");
   if (result.valid) {
     const batches = Math.ceil(result.total_hospitals / MAX_ROWS);
@@ -188,7 +190,7 @@ function showCheck(title, problems, hospitals) {
   $("import").hidden = true;
   $("validation-result").textContent = title;
   $("validation-result").className = problems.length ? "bad" : "ok";
-  fillTable($("problems"), problems, (p) => [cell(p.row), cell(p.column), cell(p.message)]);
+  fillTable($("problems"), problems, (p) => [cell(p.row), cell(p.column), cell(p.message), cell(p.line)]);
   fillTable($("preview"), hospitals, (h) => [cell(h.row, "Row"), cell(h.name, "Name"), cell(h.address, "Address"),
                                              cell(h.phone, "Phone")]);
   $("problems-wrap").hidden = !problems.length;
@@ -615,14 +617,6 @@ function importSummaryText(doc) {
   return texts[doc.status];
 }
 
-// Rows in the file, as the service counts them: blank lines skipped, a header row not counted.
-function dataRows(text) {
-  const records = parseCsv(text.replace(/^\uFEFF/, "")).filter((cells) => cells.some((c) => c.trim()));
-  if (!records.length) return 0;
-  const first = records[0].map((c) => c.trim().toLowerCase());
-  return records.length - (first.includes("name") && first.includes("address") ? 1 : 0);
-}
-
 async function createImport(file) {
   let result;
   try {
@@ -686,7 +680,7 @@ async function check() {
 
 async function create() {
   const file = chosenFile();
-  if (dataRows(await file.text()) > MAX_ROWS) {
+  if ((await rowsInFile(file)) > MAX_ROWS) {
     await createImport(file);
     return;
   }
@@ -751,6 +745,123 @@ async function download(link) {
   saved.click();
   setTimeout(() => URL.revokeObjectURL(saved.href), 1000);
 }
+
+// --- how the file was read: columns, encoding, sheet (issue 14) --------------
+// A check's answer says how the service read the file (`file`). When it could not read it as
+// meant (another encoding, another sheet, a header in words it does not know), the person picks
+// here and the file is checked again; the choices go with the upload too.
+
+const ENCODINGS = ["windows-1252", "iso-8859-1", "windows-1250", "mac-roman", "windows-1251", "utf-16le",
+  "utf-16be", "shift_jis"];
+const FIELD_WORDS = { name: "name", address: "address", address2: "address line 2", city: "city", state: "state",
+  postal_code: "postal code", phone: "phone" };
+const DELIMITER_WORDS = { ",": "commas", ";": "semicolons", "\t": "tabs", "|": "| signs" };
+const FORMAT_WORDS = { csv: "a CSV file", xlsx: "an Excel workbook", xlsb: "an Excel binary workbook",
+  xls: "an Excel 97-2003 workbook", ods: "an OpenDocument spreadsheet" };
+let reading = { encoding: "", sheet: "", columns: {} };
+
+function appendReadingFields(form) {
+  if (reading.encoding) form.append("encoding", reading.encoding);
+  if (reading.sheet) form.append("sheet", reading.sheet);
+  if (Object.keys(reading.columns).length) form.append("columns", JSON.stringify(reading.columns));
+}
+
+// Rows in the file as the service counts them, whatever its format (a workbook is no text to count).
+async function rowsInFile(file) {
+  return (await send("POST", urls.validate, file)).data.total_hospitals;
+}
+
+function showReading(file, errors) {
+  $("file-reading").hidden = !file;
+  if (!file) return;
+  $("file-read-as").textContent = readAsText(file);
+  const matched = Object.entries(file.columns || {});
+  $("file-columns").textContent = matched.length
+    ? "Columns: " + matched.map(([header, field]) => header + " → " + (FIELD_WORDS[field] || field)).join(", ") + "."
+    : file.format && !file.header ? "No header row: each row is read as name, address and phone, in that order." : "";
+  const ignored = file.ignored_columns || [];
+  $("file-ignored").textContent = ignored.length ? "Not read: " + ignored.join(", ") + "." : "";
+  showEncodingChoice(file);
+  showSheetChoice(file, errors || []);
+  showColumnChoices(file);
+}
+
+function readAsText(file) {
+  if (!file.format) return "";
+  let text = "Read as " + (FORMAT_WORDS[file.format] || file.format);
+  if (file.encoding) text += " in " + file.encoding.toUpperCase();
+  if (file.delimiter) text += ", fields separated by " + (DELIMITER_WORDS[file.delimiter] || file.delimiter);
+  if (file.sheet) text += ", sheet “" + file.sheet + "”";
+  return text + ".";
+}
+
+function options(select, values, chosen, first) {
+  select.replaceChildren();
+  for (const [value, label] of (first ? [first] : []).concat(values.map((v) => [v, v]))) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = label;
+    option.selected = value === chosen;
+    select.append(option);
+  }
+}
+
+// Shown when the text is not UTF-8 (the service names the likely encoding) or one was chosen.
+function showEncodingChoice(file) {
+  const suggested = file.suggested_encoding;
+  $("encoding-field").hidden = !suggested && !reading.encoding;
+  if ($("encoding-field").hidden) return;
+  const names = ENCODINGS.includes(suggested) || !suggested ? ENCODINGS : [suggested].concat(ENCODINGS);
+  options($("encoding"), names, reading.encoding, ["", "Choose the encoding" + (suggested ? " (likely " + suggested + ")" : "")]);
+}
+
+// Shown for a workbook of several sheets, or when the sheet asked for is not there.
+function showSheetChoice(file, errors) {
+  const sheets = file.sheets || [];
+  const missing = errors.some((e) => e.row === null && /has no sheet/.test(e.message));
+  $("sheet-field").hidden = sheets.length < 2 && !missing;
+  if (!$("sheet-field").hidden) options($("sheet"), sheets, file.sheet || sheets[0]);
+}
+
+// A header without a name or an address column: which of its other columns holds it?
+function showColumnChoices(file) {
+  const box = $("column-fields");
+  box.replaceChildren();
+  if (!file.header) return;
+  const found = Object.values(file.columns || {});
+  const candidates = (file.ignored_columns || []).concat(Object.keys(file.columns || {}));
+  for (const field of ["name", "address"].filter((f) => !found.includes(f))) {
+    const wrap = document.createElement("div");
+    wrap.className = "field";
+    const label = document.createElement("label");
+    label.htmlFor = "column-" + field;
+    label.textContent = "Which column holds the " + FIELD_WORDS[field] + "?";
+    const select = document.createElement("select");
+    select.id = "column-" + field;
+    options(select, candidates, "", ["", "Choose a column"]);
+    select.addEventListener("change", () => {
+      if (!select.value) return;
+      reading.columns[select.value] = field;
+      run(check);
+    });
+    wrap.append(label, select);
+    box.append(wrap);
+  }
+}
+
+$("encoding").addEventListener("change", () => {
+  reading.encoding = $("encoding").value;
+  run(check);
+});
+$("sheet").addEventListener("change", () => {
+  reading.sheet = $("sheet").value;
+  run(check);
+});
+// Another file is read afresh: the choices made for the last one do not apply to it.
+$("file").addEventListener("change", () => {
+  reading = { encoding: "", sheet: "", columns: {} };
+  $("file-reading").hidden = true;
+});
 
 function keepToken() {
   const input = $("token");

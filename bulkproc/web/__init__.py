@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import batches, docs, http_errors, imports, observed, pages, request_ids
+from . import batches, docs, http_errors, imports, observed, pages, request_ids, samples
 
 
 def register(app: Flask) -> None:
@@ -13,6 +13,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(batches.bp)
     app.register_blueprint(imports.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(samples.bp)
     http_errors.register(app)
     request_ids.register(app)
     observed.register(app)

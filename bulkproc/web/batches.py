@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
-from ..errors import MalformedRequest
 from ..files import results, rules
 from ..work import fixes
 from ..work.batches import Jobs
 from .auth import require_token
-from .requests import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
+from .requests import (
+    csv_file,
+    idempotency_key,
+    json_object_body,
+    list_limit,
+    read_options,
+    uploaded_csv,
+    validation_document,
+)
 from .streams import document_events, event_response
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
@@ -47,7 +53,7 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = uploaded_csv()
     key = idempotency_key()
-    rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"])
+    rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"], options=read_options())
     jobs = _jobs()
     batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if _wants_async():
@@ -64,7 +70,8 @@ def create_batch():
 
 @bp.post("/validate")
 def validate_batch():
-    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])))
+    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"],
+                                                     options=read_options())))
 
 
 @bp.get("")
@@ -121,13 +128,5 @@ def batch_failed_rows(batch_id: str):
 def fix_batch_row(batch_id: str, row: int):
     jobs = _jobs()
     batch = jobs.load(batch_id)
-    fixes.fix_row(jobs.store, batch, row, fixes.changes_from(_json_body(), row), batch.read_at)
+    fixes.fix_row(jobs.store, batch, row, fixes.changes_from(json_object_body(), row), batch.read_at)
     return jsonify(jobs.document(batch_id))
-
-
-def _json_body() -> object:
-    try:
-        return json.loads(request.get_data())
-    except ValueError:
-        raise MalformedRequest("The body is not JSON; send a JSON object such as "
-                         '{"phone": "555-0100"} with Content-Type: application/json.') from None

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, url_for
 from ..files import results, rules
 from ..work.imports import Imports
 from .auth import require_token
-from .requests import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
+from .requests import csv_file, idempotency_key, list_limit, read_options, uploaded_csv, validation_document
 from .streams import document_events, event_response
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
@@ -32,7 +32,7 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 def create_import():
     data = uploaded_csv()
     key = idempotency_key()
-    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"])
+    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=read_options())
     imports = _imports()
     import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
     if new:
@@ -42,8 +42,8 @@ def create_import():
 
 @bp.post("/validate")
 def validate_import():
-    return jsonify(validation_document(rules.inspect(uploaded_csv(),
-                                                         max_rows=current_app.config["MAX_IMPORT_ROWS"])))
+    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_IMPORT_ROWS"],
+                                                     options=read_options())))
 
 
 @bp.get("")

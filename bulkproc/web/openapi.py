@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..files.headers import FIELDS as FILE_FIELDS
 from ..states import BatchStatus, RowStatus
 from .requests import MAX_LIST_LIMIT
 
@@ -55,7 +56,10 @@ ERROR_DETAIL = _object({
             "description": "Data row number, counting from 1; null when the problem is not about one row."},
     "column": {**_nullable({"type": "string"}), "description": "Column or field name; null when none applies."},
     "message": {"type": "string", "description": "What is wrong and how to fix it."},
-})
+    "line": {**_nullable({"type": "integer", "minimum": 1}),
+             "description": "The line of the text file, or the sheet row of a workbook, where the problem is; "
+                            "null when none applies. Problems of a file only."},
+}, ["row", "column", "message"])
 
 ERROR = _object({
     "error": {"type": "string", "description": "One sentence."},
@@ -107,7 +111,24 @@ VALIDATION = _object({
         "address": {"type": "string"},
         "phone": _nullable({"type": "string"}),
     }), description="The rows as they would be created; none when the file is over the row limit."),
+    "file": _ref("schemas", "FileReading"),
 }, description="The verdict on a file; nothing is created.")
+
+FILE_READING = _object({
+    "format": {**_nullable({"type": "string", "enum": ["csv", "xlsx", "xlsb", "xls", "ods"]}),
+               "description": "What the bytes are; null when they are none of the formats read."},
+    "encoding": {"type": "string", "description": "Text only: the encoding that read it (`utf-8`, `utf-16`, "
+                                                  "or the `encoding` sent)."},
+    "delimiter": {"type": "string", "enum": [",", ";", "\t", "|"], "description": "Text only."},
+    "sheet": {"type": "string", "description": "Workbooks only: the sheet read."},
+    "sheets": _list_of({"type": "string"}, description="Workbooks only: every sheet, in order."),
+    "suggested_encoding": {"type": "string", "description": "Text that is not UTF-8: the encoding it most "
+                                                            "likely has, to send as `encoding`."},
+    "header": {"type": "boolean", "description": "Whether the first row was read as a header."},
+    "columns": {"type": "object", "additionalProperties": {"type": "string"},
+                "description": "Header cell -> field (name, address, address2, city, state, postal_code, phone)."},
+    "ignored_columns": _list_of({"type": "string"}, description="Header cells that were not read."),
+}, ["format", "header", "columns", "ignored_columns"], description="How the file was read.")
 
 _IMPORT_BATCH_FIELDS: Json = {
     "batch_id": UUID,
@@ -148,18 +169,34 @@ ROW_FIX = {
     "description": "New values for a failed row, checked by the CSV rules.",
 }
 
-_CSV_FILE = {"type": "string", "format": "binary", "contentMediaType": "text/csv",
-             "description": "The CSV: UTF-8, optional header `name,address,phone`."}
-CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE}}
+_CSV_FILE = {"type": "string", "format": "binary",
+             "description": "A CSV (UTF-8, UTF-16 with a byte-order mark, or the `encoding` named; `,` `;` tab "
+                            "or `|` between fields) or an .xlsx, .xls or .ods workbook, told apart by its bytes. "
+                            "An optional header in the words of the contract's table."}
+# The encodings documented; any other character set Python knows by name is read too.
+ENCODINGS = ["utf-8", "utf-16", "utf-16le", "utf-16be", "windows-1252", "iso-8859-1", "iso-8859-15",
+             "windows-1250", "windows-1251", "mac-roman", "shift_jis", "gb18030", "big5"]
+_READING_FIELDS = {
+    "encoding": {"type": "string", "enum": ENCODINGS,
+                 "description": "The text's encoding when it is not UTF-8 or UTF-16 with a byte-order mark; "
+                                "an unknown one is a `400`."},
+    "sheet": {"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+              "description": "The workbook's sheet to read (the first by default)."},
+    "columns": {"type": "object", "maxProperties": 100,
+                "additionalProperties": {"type": "string", "enum": [*FILE_FIELDS, "ignore"]},
+                "description": 'JSON: header cell -> field or `ignore`, e.g. `{"Facility": "name", "Notes": '
+                               '"ignore"}`; it overrides the matching.'},
+}
+CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE, **_READING_FIELDS}}
 # Form fields are text whatever they hold; any value but 1/true/yes means "synchronous".
 UPLOAD = {"type": "object", "required": ["file"],
-          "properties": {"file": _CSV_FILE,
+          "properties": {"file": _CSV_FILE, **_READING_FIELDS,
                          "async": {"description": "`1`, `true` or `yes`: answer `202` at once."}}}
 
 SCHEMAS: Json = {
     "Error": ERROR, "ErrorDetail": ERROR_DETAIL, "RowDocument": ROW_DOCUMENT,
     "BatchDocument": BATCH_DOCUMENT, "BatchSummary": BATCH_SUMMARY, "BatchList": BATCH_LIST,
-    "Validation": VALIDATION, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
+    "Validation": VALIDATION, "FileReading": FILE_READING, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
     "ImportSummary": IMPORT_SUMMARY, "ImportList": IMPORT_LIST, "RowFix": ROW_FIX,
     "Upload": UPLOAD, "CsvFile": CSV_FILE,
     "Health": _object({"status": {"type": "string", "const": "ok"}}),
@@ -209,7 +246,8 @@ ERRORS: dict[int, tuple[str, str, tuple[str, ...]]] = {
     404: ("NotFound", "Unknown or malformed id.", ()),
     405: ("MethodNotAllowed", "This address does not accept that method.", ("Allow",)),
     409: ("Conflict", "The batch is in a state that does not allow this.", ()),
-    413: ("PayloadTooLarge", "The upload is over BULKPROC_MAX_UPLOAD_BYTES; the message states the limit.", ()),
+    413: ("PayloadTooLarge", "The upload is over BULKPROC_MAX_UPLOAD_BYTES, or a JSON body over 64 KiB; "
+                             "the message states the limit.", ()),
     422: ("Unprocessable", "The CSV (or the fix) is refused; `details` names every row and column.", ()),
     502: ("BadGateway", "The upstream is unreachable and the request could not proceed.", ()),
     503: ("ServiceUnavailable", "The job store is unavailable (the batch id is named when there is one), "
@@ -291,9 +329,15 @@ EXAMPLE_CSV = ("name,address,phone\n"
                '"Saint Mary\'s","2 Elm St, Boston",(617) 555-0101\n')
 
 
+# What spreadsheet programs send a file as; the service itself goes by the bytes.
+_FILE_TYPES = ("text/csv, text/plain, text/tab-separated-values, application/octet-stream, "
+               "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet, application/vnd.ms-excel, "
+               "application/vnd.oasis.opendocument.spreadsheet")
+
+
 def _upload_body(description: str, schema: str = "CsvFile") -> Json:
     return {"required": True, "description": description, "content": {"multipart/form-data": {
-        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": "text/csv"}},
+        "schema": _ref("schemas", schema), "encoding": {"file": {"contentType": _FILE_TYPES}, "columns": {"contentType": "application/json"}},
         "examples": {"two_hospitals": {"summary": "Two hospitals, with a header",
                                        "value": {"file": EXAMPLE_CSV}}}}}}
 
@@ -379,9 +423,10 @@ def _batch_paths() -> Json:
             "patch": _operation(
                 "fix_batch_row", "Fix a failed row", "batches",
                 {**_ok("The batch document, with the row's new values.", "BatchDocument"),
-                 **_errors(400, 401, 404, 409, 422, *STORE)},
+                 **_errors(400, 401, 404, 409, 413, 422, *STORE)},
                 description="Only a `failed` row of a batch at rest can change (`409` otherwise); "
-                            "a later resume creates it with its new values.",
+                            "a later resume creates it with its new values. The body is at most 64 KiB (`413`); "
+                            "one that is not a JSON object, however nested, is a `400`.",
                 body={"required": True, "content": _json_content(_ref("schemas", "RowFix"))}),
         },
     }
@@ -451,6 +496,9 @@ def _open_paths() -> Json:
     return {
         "/": {"get": _operation("upload_page", "The upload page", "service",
                                 _text("An HTML form to check and upload a CSV.", "text/html"))},
+        "/hospitals/template.csv": {"get": _operation(
+            "template_csv", "A file to start from: the header and two example rows", "service",
+            _text("Header `name,address,phone` and two hospitals.", "text/csv", headers=_CSV_HEADERS))},
         "/healthz": {"get": _operation("healthz", "Liveness", "service", _ok("Alive.", "Health"))},
         "/readyz": {"get": _operation("readyz", "Readiness: does the job store answer?", "service",
                                       {**_ok("Ready.", "Ready"), **_errors(503)})},

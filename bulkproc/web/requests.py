@@ -1,20 +1,36 @@
-"""What both API blueprints read from a request alike, and answer alike: the upload and its key,
-a listing's limit, a validation, and CSV files."""
+"""What both API blueprints read from a request alike, and answer alike: the upload, how to read it
+and its key, a listing's limit, a JSON body, a validation, and CSV files."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from flask import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import MalformedRequest
+from ..files.headers import FIELDS, IGNORE
+from ..files.problems import MAX_LISTED_PROBLEMS, quoted
+from ..files.reading import ReadOptions
 from ..files.rules import Inspection
+from ..files.text import charset, unknown_encoding_message
 
 MAX_LIST_LIMIT = 100
 # The contract: no answer about a refused file exceeds 64 KiB; its rows are left out when they would.
 MAX_REFUSAL_BYTES = 64 * 1024
+# The contract: a JSON body over 64 KiB is refused with 413.
+MAX_JSON_BODY_BYTES = 64 * 1024
+# A fix is a flat object; anything deeper is refused before the parser can recurse into it.
+MAX_JSON_DEPTH = 32
+MAX_FIELD_CHARACTERS = 200
+MAX_COLUMNS_FIELD_BYTES = 16 * 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Outside strings, a bracket opens or closes a level; a string (with its escapes) is skipped whole.
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 
 def uploaded_csv() -> bytes:
@@ -28,6 +44,123 @@ def uploaded_csv() -> bytes:
     if not upload.filename:
         raise MalformedRequest("The 'file' part has no file name; choose a CSV file to upload.")
     return upload.read()
+
+
+def read_options() -> ReadOptions:
+    """How the form says to read the upload (`encoding`, `sheet`, `columns`), or MalformedRequest naming the field."""
+    encoding = _form_text("encoding")
+    if encoding is not None and charset(encoding) is None:
+        raise _bad_field("encoding", unknown_encoding_message(encoding))
+    columns_text = _form_text("columns", MAX_COLUMNS_FIELD_BYTES)
+    return ReadOptions(encoding=encoding, sheet=_form_text("sheet"),
+                       columns=None if columns_text is None else _columns(columns_text))
+
+
+def _form_text(name: str, limit: int = MAX_FIELD_CHARACTERS) -> str | None:
+    """A form (or query) field's text, None when absent or blank."""
+    value = request.values.get(name)
+    if value is None or not value.strip():
+        return None
+    if len(value) > limit or (name != "columns" and _CONTROL.search(value)):
+        raise _bad_field(name, f"The {name} field must be at most {limit} printable characters.")
+    return value.strip() if name != "columns" else value
+
+
+def _columns(text: str) -> dict[str, str]:
+    example = '{"Facility": "name", "Street": "address", "Notes": "ignore"}'
+    value = parse_json(text.encode(), what="The columns field")
+    if not isinstance(value, dict) or not all(isinstance(target, str) for target in value.values()):
+        raise _bad_field("columns", f"The columns field must be a JSON object from header cell to field, such as {example}.")
+    if len(value) > MAX_LISTED_PROBLEMS:
+        raise _bad_field("columns", f"The columns field may name at most {MAX_LISTED_PROBLEMS} columns.")
+    unknown = next((target for target in value.values() if target not in (*FIELDS, IGNORE)), None)
+    if unknown is not None:
+        raise _bad_field("columns", f"The columns field maps a column to {quoted(unknown)}, which is not a field; "
+                                    f"use one of {', '.join(FIELDS)} or {IGNORE}.")
+    return value
+
+
+def _bad_field(name: str, message: str) -> MalformedRequest:
+    return MalformedRequest(f"The form field {name} cannot be used.", [{"row": None, "column": name, "message": message}])
+
+
+def json_object_body() -> dict[str, Any]:
+    """The request's body as one JSON object: 413 over 64 KiB, MalformedRequest when it is anything else."""
+    value = parse_json(_body_at_most(MAX_JSON_BODY_BYTES), what="The body")
+    if not isinstance(value, dict):
+        raise MalformedRequest('The body must be a JSON object, such as {"phone": "555-0100"}.',
+                               [{"row": None, "column": None, "message": f"The body is a JSON {_kind(value)}."}])
+    return value
+
+
+def _body_at_most(limit: int) -> bytes:
+    """The request body; RequestEntityTooLarge (413, stating `limit`) when it is longer, chunked or not."""
+    # Werkzeug refuses a longer Content-Length at once, but stops a chunked body at the limit without
+    # a word: reading one byte more is how a longer one shows. Nothing past that byte is read.
+    request.max_content_length = limit + 1
+    try:
+        data = request.get_data(cache=False)
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        request.max_content_length = limit  # the answer states this limit
+        raise
+    return data
+
+
+def parse_json(data: bytes, *, what: str) -> Any:
+    """Parse JSON text so that no input can raise past this (deep nesting, huge numbers, lone surrogates
+    are values or MalformedRequest); numbers come back as Decimal, duplicate keys are refused."""
+    hint = 'send a JSON object such as {"phone": "555-0100"} with Content-Type: application/json.'
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest(f"{what} is not JSON in UTF-8; {hint}") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise MalformedRequest(f"{what} is not JSON this service reads: it nests more than {MAX_JSON_DEPTH} levels deep.")
+    try:
+        return json.loads(text, parse_int=Decimal, parse_float=Decimal, parse_constant=Decimal,
+                          object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise MalformedRequest(f"{what} names the field {quoted(exc.key)} twice; send it once.") from None
+    except (ValueError, RecursionError):
+        raise MalformedRequest(f"{what} is not JSON; {hint}") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text, in one linear pass."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return "null" if value is None else "number" if isinstance(value, Decimal) else "value"
 
 
 def idempotency_key() -> str | None:
@@ -58,6 +191,7 @@ def validation_document(inspection: Inspection) -> dict[str, Any]:
         "errors": [p.as_dict() for p in inspection.problems],
         "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
                       for r in inspection.rows],
+        "file": inspection.file,
     }
     if not inspection.valid and len(json.dumps(document)) > MAX_REFUSAL_BYTES:
         document["hospitals"] = []

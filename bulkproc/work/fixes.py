@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from ..errors import BatchConflict, RowNotFound, RowRefused
 from ..files import rules
+from ..files.problems import MAX_LISTED_PROBLEMS, quoted, shortened
 from ..states import RUNNING, BatchStatus, RowStatus
 from ..store import Batch, Row, Store
 from .documents import reported_status
@@ -18,26 +17,41 @@ FIXED_ERROR = "Changed since it failed; resume the batch to create it with the n
 
 
 def changes_from(body: Any, row: int) -> dict[str, str]:
-    """The fields a PATCH body asks to change; RowRefused naming each field that is not a known string."""
+    """The fields a PATCH body asks to change (a null phone meaning none); RowRefused naming each field
+    that is not a known string, at most MAX_LISTED_PROBLEMS of them like a file's problems."""
     if not isinstance(body, dict):
         raise RowRefused("Send a JSON object with any of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is not a JSON object."}])
-    details = [{"row": row, "column": key, "message": problem}
-               for key, value in body.items() if (problem := _field_problem(key, value))]
-    if details:
-        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.", details)
+    problems = [(key, problem) for key, value in body.items() if (problem := _field_problem(key, value))]
+    if problems:
+        raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.",
+                         _capped(row, problems))
     if not body:
         raise RowRefused("Send at least one of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is an empty object."}])
-    return body
+    return {key: "" if value is None else value for key, value in body.items()}
 
 
 def _field_problem(key: str, value: Any) -> str | None:
     if key not in FIELDS:
-        return f'"{key}" is not a field of a row; only name, address and phone can be changed.'
+        return f"{quoted(key)} is not a field of a row; only name, address and phone can be changed."
+    if key == "phone" and value is None:
+        return None
     if not isinstance(value, str):
-        return f"The {key} must be a string (an empty string clears a phone)."
+        return f"The {key} must be a string (an empty string or null clears a phone)."
     return None
+
+
+def _capped(row: int, problems: list[tuple[str, str]]) -> list[dict[str, int | str | None]]:
+    """The details of `problems`, the first MAX_LISTED_PROBLEMS and a line counting the rest."""
+    details: list[dict[str, int | str | None]] = [
+        {"row": row, "column": key if key in FIELDS else shortened(key), "message": message}
+        for key, message in problems[: MAX_LISTED_PROBLEMS]]
+    hidden = len(problems) - MAX_LISTED_PROBLEMS
+    if hidden > 0:
+        details.append({"row": row, "column": None,
+                        "message": f"{hidden} more fields cannot be used; send only name, address and phone."})
+    return details
 
 
 def fix_row(store: Store, batch: Batch, number: int, changes: dict[str, str], now: float) -> None:
@@ -79,35 +93,29 @@ def _check_changeable(batch: Batch, row: Row, now: float) -> None:
 def _checked(number: int, values: dict[str, str]) -> rules.HospitalRow:
     """The row as an upload would read it, or RowRefused with the problems under its real number."""
     if not any(value.strip() for value in values.values()):
-        # An upload skips a blank line, so the CSV rules would see no row at all here.
+        # An upload skips a blank line, so the file rules would see no row at all here.
         raise RowRefused(f"Row {number} was not changed: the values are refused.", [
             {"row": number, "column": column, "message": f"The {column} is empty; every hospital needs one."}
             for column in ("name", "address")])
-    try:
-        (parsed,) = rules.parse(_csv([values]), max_rows=1)
-    except rules.CsvRejected as exc:
+    inspection = rules.inspect_table([list(FIELDS), [values[f] for f in FIELDS]], max_rows=1)
+    if not inspection.valid:
         raise RowRefused(f"Row {number} was not changed: the values are refused.",
-                         [{**detail, "row": number} for detail in exc.details]) from None
+                         [_detail(number, problem) for problem in inspection.problems])
+    (parsed,) = inspection.rows
     return parsed
+
+
+def _detail(number: int, problem: rules.Problem) -> dict[str, int | str | None]:
+    """A problem of the fixed values, under the row's own number (no line: the values come from no file)."""
+    return {"row": number, "column": problem.column, "message": problem.message}
 
 
 def _duplicate_of(fixed: rules.HospitalRow, others: list[Row]) -> int | None:
     """The number of the first other row an upload would call a duplicate of `fixed`, if any."""
-    candidate = {"name": fixed.name, "address": fixed.address, "phone": fixed.phone or ""}
+    candidate = [fixed.name, fixed.address, fixed.phone or ""]
     for other in others:
-        pair = [{"name": other.name, "address": other.address, "phone": other.phone or ""}, candidate]
-        try:
-            rules.parse(_csv(pair), max_rows=2)
-        except rules.CsvRejected as exc:
-            # The candidate passes alone, so a problem of its own here comes from the pairing.
-            if any(detail["row"] == 2 for detail in exc.details):
-                return other.row
+        pair = [list(FIELDS), [other.name, other.address, other.phone or ""], candidate]
+        # The candidate passes alone, so a problem of its own here comes from the pairing.
+        if any(problem.row == 2 for problem in rules.inspect_table(pair, max_rows=2).problems):
+            return other.row
     return None
-
-
-def _csv(rows: list[dict[str, str]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()

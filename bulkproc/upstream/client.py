@@ -43,7 +43,7 @@ GATEWAY_STATUSES = frozenset({502, 503, 504})
 ALREADY_ACTIVE = "already active"
 DEADLINE_PASSED = "the batch's deadline passed before the directory answered"
 # The calls paced under the upstream's limit on "every other endpoint" (GET / has its own).
-PACED_OPERATIONS = frozenset({"list_batch", "activate", "delete_hospital", "delete_batch"})
+PACED_OPERATIONS = frozenset({"list_batch", "list_hospitals", "activate", "delete_hospital", "delete_batch"})
 
 
 class TotalTimeout(requests.Timeout):
@@ -273,6 +273,12 @@ class DirectoryClient:
         return self._retrying(f"reading batch {batch_id}", lambda: self._call(
             "list_batch", "GET", f"/hospitals/batch/{batch_id}", _listing, deadline=deadline), deadline)
 
+    def list_hospitals(self, deadline: float | None = None) -> list[Hospital]:
+        """Every hospital in the directory (`GET /hospitals/`, up to 10,000), each checked: an answer
+        that is not a list of hospitals is a failed try (retried, then GaveUp), never an empty directory."""
+        return self._retrying("reading the directory", lambda: self._call(
+            "list_hospitals", "GET", "/hospitals/", _directory, deadline=deadline), deadline)
+
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None,
                         deadline: float | None = None) -> Hospital:
         """POST one hospital into the batch, once, cut off at `deadline`; raises NotSent,
@@ -329,6 +335,12 @@ class DirectoryClient:
 def _listing(response: requests.Response) -> list[Hospital]:
     if response.status_code == 404:
         return []
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    return _hospitals(response)
+
+
+def _directory(response: requests.Response) -> list[Hospital]:
     if response.status_code != 200:
         raise Refused(response.status_code, message(response))
     return _hospitals(response)

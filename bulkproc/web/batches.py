@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -12,7 +11,16 @@ from ..files import results, rules
 from ..work import fixes
 from ..work.batches import Jobs
 from .auth import require_token
-from .requests import csv_file, idempotency_key, list_limit, uploaded_csv, validation_document
+from .requests import (
+    csv_file,
+    existing_choice,
+    idempotency_key,
+    list_limit,
+    mark_in_directory,
+    upload_fingerprint,
+    uploaded_csv,
+    validation_document,
+)
 from .streams import document_events, event_response
 
 bp = Blueprint("api", __name__, url_prefix="/hospitals/bulk")
@@ -47,9 +55,13 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = uploaded_csv()
     key = idempotency_key()
+    existing = existing_choice()
     rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"])
     jobs = _jobs()
-    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    # A repeat of an earlier upload reads nothing upstream: it answers that upload's batch.
+    there = jobs.find_in_directory(rows) if existing == "skip" and not jobs.seen(key) else None
+    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing),
+                               already_there=there)
     if _wants_async():
         if new:
             jobs.run_in_background(batch_id)
@@ -64,7 +76,12 @@ def create_batch():
 
 @bp.post("/validate")
 def validate_batch():
-    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"])))
+    data, existing = uploaded_csv(), existing_choice()
+    inspection = rules.inspect(data, max_rows=current_app.config["MAX_ROWS"])
+    found = None
+    if existing == "skip":  # a refused file causes no upstream call: its rows read null
+        found = _jobs().find_in_directory(inspection.rows) if inspection.valid else {}
+    return jsonify(mark_in_directory(validation_document(inspection), found))
 
 
 @bp.get("")
@@ -86,6 +103,18 @@ def resume_batch(batch_id: str):
         jobs.run_in_background(batch_id, resuming=True)
         return _accepted(batch_id)
     jobs.resume(batch_id)
+    return _finished(batch_id)
+
+
+@bp.post("/<batch_id>/activate")
+def activate_batch(batch_id: str):
+    jobs = _jobs()
+    if not jobs.take_for_activation(batch_id):
+        return _finished(batch_id)  # completed already: nothing to do
+    if _wants_async():
+        jobs.run_in_background(batch_id, resuming=True, leaving_failed=True)
+        return _accepted(batch_id)
+    jobs.activate(batch_id)
     return _finished(batch_id)
 
 

@@ -13,6 +13,7 @@ answered. Idempotent calls retry here; a creation is one POST, retried by its ca
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -60,7 +61,7 @@ class Pacer(Protocol):
         """Return a slot whose request never reached the upstream."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a full directory holds 10,000 of them
 class Hospital:
     id: int
     name: str
@@ -341,9 +342,19 @@ def _listing(response: requests.Response) -> list[Hospital]:
 
 
 def _directory(response: requests.Response) -> list[Hospital]:
+    """The whole directory's hospitals, each made a Hospital as soon as it is parsed: 10,000 of them
+    as JSON objects at once would take several times the memory of the answer itself."""
     if response.status_code != 200:
         raise Refused(response.status_code, message(response))
-    return _hospitals(response)
+    try:
+        body = json.loads(response.content, object_hook=Hospital.from_json)
+    except Malformed:
+        raise
+    except ValueError:  # not JSON at all (Malformed is a ValueError too)
+        raise Malformed(f"HTTP {response.status_code} with a body that is not JSON") from None
+    if not isinstance(body, list) or not all(isinstance(h, Hospital) for h in body):
+        raise Malformed("the directory's listing is not a list of hospitals")
+    return body
 
 
 def _created(response: requests.Response, batch_id: str) -> Hospital:

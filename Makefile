@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/import_pacing.py
 	$(PY) bench/import_scale.py
 	$(PY) bench/validator_cost.py
+	$(PY) bench/directory_match.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

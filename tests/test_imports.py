@@ -413,8 +413,9 @@ def test_a_file_over_20_rows_becomes_an_import_with_overall_and_per_batch_progre
         browser.set_window_size(1000, 900)
 
     batches = table(browser, "import-batches")
-    assert [b[:3] for b in batches] == [["1–20", "completed", "20 of 20"], ["21–40", "completed", "20 of 20"],
-                                        ["41–45", "completed", "5 of 5"]]
+    # Lines of the file (its header is line 1), the page's one numbering of rows.
+    assert [b[:3] for b in batches] == [["2–21", "completed", "20 of 20"], ["22–41", "completed", "20 of 20"],
+                                        ["42–46", "completed", "5 of 5"]]
     assert browser.find_element("id", "import-counter").text == "45 of 45 rows done: 45 created."
     assert browser.find_element("id", "import-progress").get_attribute("value") == "45"
     assert browser.find_element("id", "import-remaining").text == ""

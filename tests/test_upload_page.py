@@ -89,7 +89,7 @@ def test_check_lists_the_problem_row_and_column(browser, live_url, tmp_path):
     browser.find_element("id", "check").click()
     wait_for_text(browser, "validation-result", "Not valid")
     problems = table(browser, "problems")
-    assert [p[:2] for p in problems] == [["2", "address"]]
+    assert [p[:2] for p in problems] == [["3", "address"]]  # the file's line: a header, then rows
     assert problems[0][2]
     assert not browser.find_element("id", "problems").text.startswith("{")
 
@@ -107,7 +107,7 @@ def test_create_refused_file_shows_the_details_not_json(browser, live_url, tmp_p
     choose_file(browser, tmp_path, BAD_CSV)
     browser.find_element("id", "create").click()
     wait_for_text(browser, "validation-result", "nothing was created")
-    assert [p[:2] for p in table(browser, "problems")] == [["2", "address"]]
+    assert [p[:2] for p in table(browser, "problems")] == [["3", "address"]]
     assert "{" not in browser.find_element("id", "validation").text
     assert upstream.sim.hospitals() == []
 
@@ -133,9 +133,9 @@ def test_create_follows_the_batch_to_completion_and_rolls_back(browser, live_url
     wait_for_text(browser, "summary", "completed")
 
     rows = table(browser, "rows")
-    assert [r[2] for r in rows] == ["created and activated"] * 3
+    assert [r[2] for r in rows] == ["live in the directory"] * 3
     assert "Batch completed in" in browser.find_element("id", "summary").text
-    assert "activated" in browser.find_element("id", "summary").text
+    assert "3 live in the directory" in browser.find_element("id", "summary").text
     assert browser.find_element("id", "counter").text == "3 of 3 rows done: 3 created."
     assert browser.find_element("id", "progress").get_attribute("value") == "3"
     assert not browser.find_element("id", "resume").is_displayed()
@@ -173,7 +173,7 @@ def test_statuses_read_as_words_in_the_rows_and_the_summary(browser, live_url, t
     browser.find_element("id", "create").click()
     wait_for_text(browser, "summary", "Batch partially failed in")
 
-    assert sorted(r[2] for r in table(browser, "rows")) == ["created, not active yet"] * 2 + ["failed"]
+    assert sorted(r[2] for r in table(browser, "rows")) == ["created, not live yet"] * 2 + ["failed"]
     statuses = [e.get_attribute("data-status") for e in browser.find_elements("css selector", "#rows .status")]
     assert sorted(statuses) == ["created", "created", "failed"]
     assert "_" not in browser.find_element("id", "summary").text
@@ -240,13 +240,13 @@ def test_a_failed_row_is_fixed_in_place_and_the_batch_resumed(browser, live_url,
     fields["phone"].clear()
     fields["phone"].send_keys("617-555-0177")
     browser.find_element("css selector", "#rows button.save").click()
-    wait_for_text(browser, "notice", f"Row {number} saved")
+    wait_for_text(browser, "notice", f"Line {number} saved")
     assert not browser.find_elements("id", "edit-name")
     assert "Mercy Hospital" in [r[1] for r in table(browser, "rows")]
 
     browser.find_element("id", "resume").click()
     wait_for_text(browser, "summary", "Batch completed")
-    assert [r[2] for r in table(browser, "rows")] == ["created and activated"] * 3
+    assert [r[2] for r in table(browser, "rows")] == ["live in the directory"] * 3
     stored = {h["name"]: h for h in upstream.sim.hospitals()}
     assert (stored["Mercy Hospital"]["address"], stored["Mercy Hospital"]["phone"]) == (original[0], "617-555-0177")
     assert name not in stored and all(h["active"] for h in stored.values())
@@ -277,7 +277,7 @@ def test_the_page_fits_a_400_px_window_with_long_rows_and_an_editor(narrow, live
     wait_for_text(browser, "summary", "partially failed")
     assert overflow(browser) == {"page": 0, "elements": []}
     _failed_row(browser).find_element("css selector", "button.edit").click()
-    wait_for_text(browser, "rows", "Fix row")
+    wait_for_text(browser, "rows", "Fix line")
     assert overflow(browser) == {"page": 0, "elements": []}
 
 

@@ -9,7 +9,7 @@ def _create_and_follow(browser, tmp_path):
     choose_file(browser, tmp_path, VALID_CSV)
     browser.find_element("id", "create").click()
     wait_for_text(browser, "summary", "completed")
-    assert [r[2] for r in table(browser, "rows")] == ["created and activated"] * 3
+    assert [r[2] for r in table(browser, "rows")] == ["live in the directory"] * 3
     assert not browser.find_element("id", "error").is_displayed()
 
 

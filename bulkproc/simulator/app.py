@@ -37,10 +37,11 @@ from .rules import (
     parse_update,
 )
 
-REQUEST_STATS = {"create": "create_requests", "activate": "activate_requests", "list_batch": "batch_reads"}
+REQUEST_STATS = {"create": "create_requests", "activate": "activate_requests", "list_batch": "batch_reads",
+                 "list": "directory_reads"}
 STAT_KEYS = (
     "create_requests", "created", "rate_limited", "activations",
-    "activate_requests", "batch_reads", "faults_fired", "max_in_flight",
+    "activate_requests", "batch_reads", "directory_reads", "faults_fired", "max_in_flight",
 )
 
 
@@ -209,6 +210,8 @@ class Simulator:
         """The answer as a wrong-shape or trickle fault sends it."""
         if fault.kind == "string_ids" and response.is_json:
             return jsonify(with_string_ids(response.get_json()))
+        if fault.kind == "not_a_list" and response.is_json:
+            return jsonify({"hospitals": response.get_json()})
         if fault.kind in TRICKLE_FAULTS:
             trickle(request.environ, _raw(response), fault.seconds or 0.0, self._holds.hold)
         return response

@@ -7,9 +7,9 @@ Kinds, by when they act:
 - after a successful answer was made, so the change is stored: store_then_500, store_then_drop,
   store_then_hang (held for its seconds, then answered);
 - wrong answers, as a proxy or a broken upstream might give them (only on the ops named):
-  list_all (list_batch: every hospital of every batch, the filter ignored), string_ids (list_batch
-  and create: ids as JSON strings, "7" for 7), error_body (activate: 200 {"error": "..."} and
-  nothing activated);
+  list_all (list_batch: every hospital of every batch, the filter ignored), string_ids (list_batch,
+  list and create: ids as JSON strings, "7" for 7), error_body (activate: 200 {"error": "..."} and
+  nothing activated), not_a_list (list and list_batch: 200 with the hospitals wrapped in an object);
 - trickle (any op, needs `seconds`): the answer is made (a creation stores first), then its status
   line, headers and body are sent one byte every `seconds` seconds, and the connection closed.
 """
@@ -27,8 +27,8 @@ POST_FAULTS = frozenset({"store_then_500", "store_then_drop", "store_then_hang"}
 LATENCY_FAULTS = frozenset({"slow"})
 TRICKLE_FAULTS = frozenset({"trickle"})
 # Wrong answers, each only where the upstream's answer has that shape.
-SHAPE_FAULTS = {"list_all": frozenset({"list_batch"}), "string_ids": frozenset({"list_batch", "create"}),
-                "error_body": frozenset({"activate"})}
+SHAPE_FAULTS = {"list_all": frozenset({"list_batch"}), "string_ids": frozenset({"list_batch", "list", "create"}),
+                "error_body": frozenset({"activate"}), "not_a_list": frozenset({"list", "list_batch"})}
 FAULT_KINDS = PRE_FAULTS | POST_FAULTS | LATENCY_FAULTS | TRICKLE_FAULTS | frozenset(SHAPE_FAULTS)
 NEEDS_SECONDS = LATENCY_FAULTS | TRICKLE_FAULTS
 BAD_GATEWAY_HTML = (

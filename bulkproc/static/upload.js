@@ -1,9 +1,12 @@
 // The upload page: check a CSV, create its hospitals (a file over the batch limit as an import),
-// follow the batch or import live, fix failed rows, cancel, resume or roll back, and download the results.
+// follow the batch or import live, fix failed rows, cancel, resume, finish without the failed rows
+// or roll back, and download the results. The address names what is shown (#batch=… or #import=…).
 "use strict";
 
-const FINAL = ["completed", "partially_failed", "failed", "interrupted", "rolled_back"];
+const FINAL = ["completed", "partially_failed", "partially_activated", "failed", "interrupted", "rolled_back"];
 const RESUMABLE = ["partially_failed", "failed", "interrupted"];
+// What "finish without the failed rows" (/activate) takes, when some rows were created.
+const ACTIVATABLE = ["partially_failed", "interrupted", "cancelled"];
 const IMPORT_FINAL = FINAL.concat(["cancelled"]);
 const IMPORT_RESUMABLE = RESUMABLE.concat(["cancelled"]);
 // Rows that do not exist upstream: what failed.csv lists.
@@ -12,11 +15,14 @@ const FIELDS = ["name", "address", "phone"];
 // The contract's status names, as people say them; any other name reads with spaces for underscores.
 const WORDS = {
   in_progress: "in progress",
-  created: "created, not active yet",
-  created_and_activated: "created and activated",
+  created: "created, not live yet",
+  created_and_activated: "live in the directory",
+  already_in_directory: "already in the directory",
   partially_failed: "partially failed",
+  partially_activated: "finished without the failed rows",
   rolled_back: "rolled back",
 };
+const RECENT_LIMIT = 10;
 const TOKEN_KEY = "bulkproc.token";
 
 const page = document.getElementById("app");
@@ -30,6 +36,11 @@ const MAX_ROWS = Number(page.dataset.maxRows);
 let currentDoc = null;
 let currentImport = null;
 let events = null;
+// The chosen file's upload: its Idempotency-Key (a second click answers the same batch), the id it
+// started, and whether that finished (then sending the file again is asked first).
+let upload = { key: null, sentId: null, finished: false };
+// The spreadsheet line of each data row of the chosen file (row 1 is lines[0]), when it is text.
+let fileLines = null;
 
 // A failure to show the user: one sentence plus optional {row, column, message} details.
 class PageError extends Error {
@@ -62,13 +73,14 @@ function chosenFile() {
   return file;
 }
 
-async function send(method, url, file, json) {
+async function send(method, url, file, json, extraHeaders) {
   let body;
-  const headers = authHeaders();
+  const headers = Object.assign(authHeaders(), extraHeaders || {});
   if (file) {
     body = new FormData();
     body.append("file", file);
     appendReadingFields(body);
+    if (skipExisting()) body.append("existing", "skip");
   } else if (json) {
     body = JSON.stringify(json);
     headers["Content-Type"] = "application/json";
@@ -112,12 +124,91 @@ function errorFrom(status, data) {
   return err;
 }
 
+function skipExisting() {
+  return $("skip-existing").checked;
+}
+
 function batchUrl(id, suffix) {
   return urls.batches + "/" + encodeURIComponent(id) + (suffix || "");
 }
 
 function importUrl(id, suffix) {
   return urls.imports + "/" + encodeURIComponent(id) + (suffix || "");
+}
+
+// --- the clerk's words: the directory's refusals explained, rows by spreadsheet line ----
+
+// "The directory refused it (422): name: Value error, …" reads "The directory refused this name: …".
+function explain(error) {
+  if (!error) return error;
+  const refused = /^The directory refused it \((\d+)\): (?:(name|address|phone): )?(.*)$/s.exec(error);
+  if (!refused) return error;
+  return "The directory refused this " + (refused[2] || "row") + ": " + refused[3];
+}
+
+// A row's number as the clerk's spreadsheet shows it: its line in the chosen file when known,
+// otherwise the line it has below a header row.
+function lineOf(row) {
+  if (row === null || row === undefined) return row;
+  return (fileLines && fileLines[row - 1]) || row + 1;
+}
+
+// The line each data record of a text file starts on: blank lines skipped, a header row not counted.
+function dataLines(text) {
+  const starts = [];
+  let line = 1;
+  let start = 1;
+  let quoted = false;
+  let filled = false;
+  let first = true;
+  let firstCells = "";
+  const end = () => {
+    if (filled) {
+      if (first && isHeader(firstCells)) {
+        first = false;  // a header row
+      } else {
+        starts.push(start);
+        first = false;
+      }
+    }
+    filled = false;
+    firstCells = "";
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') quoted = !quoted;
+    if (!quoted && (c === "\n" || c === "\r")) {
+      end();
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      line++;
+      start = line;
+      continue;
+    }
+    if (c === "\n") line++;
+    if (c.trim() && c !== ",") filled = true;
+    if (first) firstCells += c;
+  }
+  end();
+  return starts;
+}
+
+// The header cells the service knows (the contract's "Reading files"), compared as it compares them.
+const HEADER_CELLS = new Set(["name", "hospital", "hospital name", "facility", "facility name", "institution",
+  "institution name", "organization name", "organisation name", "provider name", "address", "street",
+  "street address", "address 1", "address line 1", "location", "full address", "address 2", "address line 2",
+  "suite", "unit", "city", "town", "state", "province", "region", "zip", "zip code", "postal code", "postcode",
+  "phone", "telephone", "tel", "phone number", "telephone number", "contact number", "contact phone",
+  "main phone"]);
+
+function isHeader(record) {
+  return record.split(/[,;\t|]/).some((c) =>
+    HEADER_CELLS.has(c.replaceAll('"', "").toLowerCase().replace(/[_\-.#:]/g, " ").trim().replace(/\s+/g, " ")));
+}
+
+async function readLines(file) {
+  fileLines = null;
+  if (!/\.(csv|txt|tsv)$/i.test(file.name) && !file.type.startsWith("text/")) return;
+  fileLines = dataLines((await file.text()).replace(/^\uFEFF/, ""));
 }
 
 // --- drawing ------------------------------------------------------------------
@@ -135,6 +226,7 @@ function fillTable(table, rows, toCells) {
   tbody.replaceChildren();
   for (const row of rows) {
     const tr = document.createElement("tr");
+    if (row.row !== undefined) tr.dataset.row = row.row;  // the editor finds its row by it
     tr.append(...toCells(row));
     tbody.append(tr);
   }
@@ -164,7 +256,7 @@ function clearError() {
 
 function describeProblem(problem) {
   const where = [];
-  if (problem.row !== null && problem.row !== undefined) where.push("Row " + problem.row);
+  if (problem.row !== null && problem.row !== undefined) where.push("Line " + lineOf(problem.row));
   if (problem.column) where.push("column " + problem.column);
   return (where.length ? where.join(", ") + ": " : "") + problem.message;
 }
@@ -175,7 +267,7 @@ function showValidation(result) {
   if (result.valid) {
     const batches = Math.ceil(result.total_hospitals / MAX_ROWS);
     const split = batches > 1 ? " It will be imported in " + batches + " batches of at most " + MAX_ROWS + " rows." : "";
-    showCheck("Valid, " + count + "." + split, [], result.hospitals);
+    showCheck("Valid, " + count + "." + split + existingText(result.hospitals), [], result.hospitals);
   } else {
     const n = result.errors.length;
     showCheck("Not valid: " + n + (n === 1 ? " problem" : " problems") + " to fix.", result.errors, []);
@@ -190,11 +282,30 @@ function showCheck(title, problems, hospitals) {
   $("import").hidden = true;
   $("validation-result").textContent = title;
   $("validation-result").className = problems.length ? "bad" : "ok";
-  fillTable($("problems"), problems, (p) => [cell(p.row), cell(p.column), cell(p.message), cell(p.line)]);
-  fillTable($("preview"), hospitals, (h) => [cell(h.row, "Row"), cell(h.name, "Name"), cell(h.address, "Address"),
-                                             cell(h.phone, "Phone")]);
+  fillTable($("problems"), problems, (p) => [cell(p.line || lineOf(p.row)), cell(p.column), cell(p.message)]);
+  const asked = hospitals.some((h) => "already_in_directory" in h);
+  $("preview").classList.toggle("no-existing", !asked);
+  fillTable($("preview"), hospitals, (h) => [cell(lineOf(h.row), "Line"), cell(h.name, "Name"),
+                                             cell(h.address, "Address"), cell(h.phone, "Phone"),
+                                             existingCell(h, asked)]);
   $("problems-wrap").hidden = !problems.length;
   $("preview-wrap").hidden = !!problems.length;
+}
+
+// --- skipping hospitals already in the directory ------------------------------
+
+function existingText(hospitals) {
+  if (!hospitals.some((h) => "already_in_directory" in h)) return "";
+  const there = hospitals.filter((h) => h.already_in_directory !== null).length;
+  if (!there) return " None of them is in the directory yet.";
+  return " " + there + (there === 1 ? " is" : " are") + " already live in the directory and will be skipped.";
+}
+
+function existingCell(hospital, asked) {
+  const td = cell(asked && hospital.already_in_directory !== null
+    ? "already there (hospital " + hospital.already_in_directory + ")" : "", "In the directory");
+  td.className = "existing";
+  return td;
 }
 
 function statusCell(row) {
@@ -220,13 +331,14 @@ function showBatch(doc) {
   $("counter").textContent = counterText(doc);
   const editable = RESUMABLE.includes(doc.status);
   fillTable($("rows"), doc.hospitals, (r) => [
-    cell(r.row, "Row"), cell(r.name, "Name"), statusCell(r), cell(r.hospital_id, "Hospital id"),
-    cell(r.error, "Error"), actionCell(r, editable),
+    cell(lineOf(r.row), "Line"), cell(r.name, "Name"), statusCell(r), cell(r.hospital_id, "Hospital id"),
+    cell(explain(r.error), "Problem"), actionCell(r, editable),
   ]);
   $("summary").textContent = summaryText(doc);
   $("summary").className = "summary summary-" + doc.status;
   showDownloads(doc);
-  showBatchActions(doc.status);
+  showBatchActions(doc);
+  showAddress(BATCH, doc.batch_id);
 }
 
 function actionCell(row, editable) {
@@ -237,8 +349,8 @@ function actionCell(row, editable) {
     button.type = "button";
     button.className = "edit";
     button.textContent = "Edit";
-    button.setAttribute("aria-label", "Edit row " + row.row);
-    button.addEventListener("click", () => run(() => openEditor(row.row)));
+    button.setAttribute("aria-label", "Edit line " + lineOf(row.row));
+    button.addEventListener("click", () => run(() => openEditor(row.row, batchEditing())));
     td.append(button);
   }
   return td;
@@ -261,13 +373,25 @@ function summaryText(doc) {
     return "Batch rolled back: its hospitals were deleted from the directory.";
   }
   const seconds = Number(doc.processing_time_seconds || 0).toFixed(2);
-  const activated = doc.batch_activated ? "batch activated" : "batch not activated";
-  let text = "Batch " + words(doc.status) + " in " + seconds + " s, " + activated + ".";
-  if (doc.error) text += " " + doc.error;
-  if (RESUMABLE.includes(doc.status)) {
-    text += doc.failed_hospitals
-      ? " Fix the failed rows here or in the downloaded file, then resume to create the missing rows."
-      : " You can resume it to create the missing rows.";
+  const count = (status) => doc.hospitals.filter((r) => r.status === status).length;
+  const live = count("created_and_activated");
+  const there = count("already_in_directory");
+  const waiting = count("created");
+  let text = "Batch " + words(doc.status) + " in " + seconds + " s: ";
+  text += live ? live + " live in the directory" : "none made live";
+  if (there) text += ", " + there + " already in the directory";
+  if (waiting) text += ", " + waiting + " created but not live yet";
+  if (doc.failed_hospitals) text += ", " + doc.failed_hospitals + " failed";
+  text += ".";
+  if (doc.status === "partially_activated") {
+    text += " The failed rows were left out: download them to fix and upload as a new file.";
+  } else if (doc.error && doc.status !== "completed") {
+    text += " " + explain(doc.error);
+  }
+  if (ACTIVATABLE.includes(doc.status) && waiting) {
+    text += " The hospitals created are not live until you choose below.";
+  } else if (RESUMABLE.includes(doc.status)) {
+    text += " Resume it to create the missing rows.";
   }
   return text;
 }
@@ -280,9 +404,14 @@ function showDownloads(doc) {
   $("download-failed").hidden = !(final && doc.hospitals.some((r) => NOT_CREATED.includes(r.status)));
 }
 
-function showBatchActions(status) {
-  $("resume").hidden = !RESUMABLE.includes(status);
-  $("rollback").hidden = !FINAL.includes(status) || status === "rolled_back";
+// The endings a batch at rest offers, each explained beside its button.
+function showBatchActions(doc) {
+  const status = doc.status;
+  const created = doc.hospitals.some((r) => r.status === "created");
+  $("resume-choice").hidden = !RESUMABLE.includes(status);
+  $("activate-choice").hidden = !(ACTIVATABLE.includes(status) && created);
+  $("rollback-choice").hidden = !FINAL.includes(status) || status === "rolled_back";
+  $("choices-title").hidden = $("activate-choice").hidden;
 }
 
 function showNotice(text) {
@@ -292,11 +421,25 @@ function showNotice(text) {
 
 // --- fixing a failed row -----------------------------------------------------
 
-// The row's stored values, read from results.csv (the batch document carries only the name).
-async function storedValues(number) {
+// Where a row is edited: its table, its batch, and what to do with the batch document once saved.
+function batchEditing() {
+  return {
+    table: $("rows"),
+    batchId: currentDoc.batch_id,
+    resultsUrl: batchUrl(currentDoc.batch_id, "/results.csv"),
+    saved: (doc, number) => {
+      showBatch(doc);
+      showNotice("Line " + lineOf(number) + " saved. Resume the batch to create it with the new values.");
+      $("resume").focus();
+    },
+  };
+}
+
+// A result file's lines as objects by its header, the spreadsheet-safe quote taken off.
+async function resultRows(url) {
   let response;
   try {
-    response = await fetch(batchUrl(currentDoc.batch_id, "/results.csv"), { headers: authHeaders() });
+    response = await fetch(url, { headers: authHeaders() });
   } catch (err) {
     throw new PageError("Could not reach the service. Check your connection and try again.");
   }
@@ -304,10 +447,16 @@ async function storedValues(number) {
     throw errorFrom(response.status, await readJson(response));
   }
   const [header, ...lines] = parseCsv(await response.text());
-  const line = lines.find((cells) => cells[header.indexOf("row")] === String(number));
+  return lines.map((cells) => Object.fromEntries(header.map((name, i) => [name, unneutralise(cells[i] || "")])));
+}
+
+// The row's stored values, read from results.csv (the batch document carries only the name).
+async function storedValues(number, editing) {
+  const found = (await resultRows(editing.resultsUrl)).find((r) => r.row === String(number) &&
+                                                                   r.batch_id === editing.batchId);
   const values = {};
   for (const field of FIELDS) {
-    values[field] = line ? unneutralise(line[header.indexOf(field)] || "") : "";
+    values[field] = found ? found[field] : "";
   }
   return values;
 }
@@ -346,11 +495,12 @@ function unneutralise(value) {
   return value.startsWith("'") && "=+-@\t\r".includes(value.charAt(1)) ? value.slice(1) : value;
 }
 
-async function openEditor(number) {
+async function openEditor(number, editing) {
   closeEditor();
   showNotice("");
-  const values = await storedValues(number);
-  const tr = [...$("rows").querySelectorAll("tbody tr")].find((r) => r.firstChild.textContent === String(number));
+  const values = await storedValues(number, editing);
+  const tr = [...editing.table.querySelectorAll("tbody tr")].find((r) => r.dataset.row === String(number) &&
+    (!r.dataset.batch || r.dataset.batch === editing.batchId));
   if (!tr) {
     setBusy(false);
     return;
@@ -359,19 +509,19 @@ async function openEditor(number) {
   editor.className = "editor";
   const td = document.createElement("td");
   td.colSpan = 6;
-  td.append(editorForm(number, values));
+  td.append(editorForm(number, values, editing));
   editor.append(td);
   tr.after(editor);
   setBusy(false);
   editor.querySelector("input").focus();
 }
 
-function editorForm(number, values) {
+function editorForm(number, values, editing) {
   const form = document.createElement("form");
   form.noValidate = true;
   const fieldset = document.createElement("fieldset");
   const legend = document.createElement("legend");
-  legend.textContent = "Fix row " + number;
+  legend.textContent = "Fix line " + lineOf(number);
   fieldset.append(legend);
   for (const field of FIELDS) {
     fieldset.append(editorField(number, field, values[field]));
@@ -388,7 +538,7 @@ function editorForm(number, values) {
   form.append(fieldset);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    saveRow(form, number);
+    saveRow(form, number, editing);
   });
   return form;
 }
@@ -422,20 +572,17 @@ function button(text, className, type, onClick) {
 }
 
 function closeEditor() {
-  const editor = $("rows").querySelector("tr.editor");
-  if (editor) editor.remove();
+  for (const editor of document.querySelectorAll("tr.editor")) editor.remove();
 }
 
-async function saveRow(form, number) {
+async function saveRow(form, number, editing) {
   const changes = {};
   for (const field of FIELDS) changes[field] = form.elements[field].value;
   showFieldErrors(form, []);
   form.querySelector("button.save").disabled = true;
   try {
-    const result = await send("PATCH", batchUrl(currentDoc.batch_id, "/rows/" + number), null, changes);
-    showBatch(result.data);
-    showNotice("Row " + number + " saved. Resume the batch to create it with the new values.");
-    $("resume").focus();
+    const result = await send("PATCH", batchUrl(editing.batchId, "/rows/" + number), null, changes);
+    await editing.saved(result.data, number);
   } catch (err) {
     form.querySelector("button.save").disabled = false;
     showFieldErrors(form, err.details && err.details.length ? err.details : [{ column: null, message: err.message }]);
@@ -469,10 +616,11 @@ function showFieldErrors(form, details) {
 
 function setBusy(busy) {
   // The import's Cancel button stays usable while the import runs: that is when it is needed.
-  for (const id of ["check", "create", "resume", "rollback", "import-resume", "import-rollback"]) {
+  for (const id of ["check", "create", "resume", "activate", "rollback", "import-resume", "import-activate",
+                    "import-rollback"]) {
     $(id).disabled = busy;
   }
-  for (const edit of $("rows").querySelectorAll("button.edit")) {
+  for (const edit of document.querySelectorAll("#rows button.edit, #import-rows button.edit")) {
     edit.disabled = busy;
   }
 }
@@ -486,8 +634,9 @@ const POLL_MS = 1000;
 let polling = null;
 
 // A followed thing: a batch or an import, with where its document lives and how to show it.
-const BATCH = { url: (id) => batchUrl(id), show: (doc) => showBatch(doc), final: FINAL };
+const BATCH = { name: "batch", url: (id) => batchUrl(id), show: (doc) => showBatch(doc), final: FINAL };
 const IMPORT = {
+  name: "import",
   url: (id) => importUrl(id),
   show: (doc) => {
     doc.cancelling = currentImport && currentImport.import_id === doc.import_id && currentImport.cancelling;
@@ -508,8 +657,7 @@ function follow(id, kind = BATCH) {
     const doc = JSON.parse(message.data);
     kind.show(doc);
     if (kind.final.includes(doc.status)) {
-      stopFollowing();
-      setBusy(false);
+      reachedFinal(id);
     }
   };
   // While open, EventSource reconnects by itself; CLOSED means the stream was refused or lost.
@@ -530,8 +678,7 @@ function poll(id, kind) {
       if (mine.stopped) return;
       kind.show(doc);
       if (kind.final.includes(doc.status)) {
-        stopFollowing();
-        setBusy(false);
+        reachedFinal(id);
         return;
       }
     } catch (err) {
@@ -546,6 +693,15 @@ function poll(id, kind) {
     mine.timer = setTimeout(tick, POLL_MS);
   };
   tick();
+}
+
+// The followed batch or import is final: free the buttons, remember that the chosen file's upload
+// finished (sending it again is then asked first), and list it among the recent uploads.
+function reachedFinal(id) {
+  stopFollowing();
+  setBusy(false);
+  if (upload.sentId === id) upload.finished = true;
+  refreshRecent();
 }
 
 function stopFollowing() {
@@ -574,9 +730,9 @@ function showImport(doc) {
   $("import-counter").textContent = counterText(doc);
   $("import-remaining").textContent = remainingText(doc.estimated_seconds_remaining);
   fillTable($("import-batches"), doc.batches, (b) => [
-    cell(b.first_row + "–" + b.last_row, "Rows"), statusCell(b),
+    cell(lineOf(b.first_row) + "–" + lineOf(b.last_row), "Lines"), statusCell(b),
     cell(b.processed_hospitals + " of " + b.total_hospitals, "Created"), cell(b.failed_hospitals, "Failed"),
-    cell(b.batch_id, "Batch"),
+    batchLinkCell(b.batch_id),
   ]);
   $("import-summary").textContent = importSummaryText(doc);
   $("import-summary").className = "summary summary-" + doc.status;
@@ -586,8 +742,86 @@ function showImport(doc) {
   $("import-download-failed").href = importUrl(doc.import_id, "/failed.csv");
   $("import-download-failed").hidden = !(final && doc.processed_hospitals < doc.total_hospitals);
   $("import-cancel").hidden = final || doc.cancelling === true;
-  $("import-resume").hidden = !IMPORT_RESUMABLE.includes(doc.status);
-  $("import-rollback").hidden = !final || doc.status === "rolled_back";
+  showImportActions(doc, final);
+  showAddress(IMPORT, doc.import_id);
+  if (final) {
+    showImportRows(doc);
+  } else {
+    $("import-rows-wrap").hidden = true;
+  }
+}
+
+// The endings an import at rest offers, each explained beside its button.
+function showImportActions(doc, final) {
+  const created = doc.batches.some((b) => ACTIVATABLE.includes(b.status) && b.processed_hospitals > 0);
+  $("import-resume-choice").hidden = !IMPORT_RESUMABLE.includes(doc.status);
+  $("import-activate-choice").hidden = !(ACTIVATABLE.includes(doc.status) && created);
+  $("import-rollback-choice").hidden = !final || doc.status === "rolled_back";
+  $("import-choices-title").hidden = $("import-activate-choice").hidden;
+}
+
+function batchLinkCell(batchId) {
+  const td = cell("", "Batch");
+  const link = document.createElement("a");
+  link.href = "#batch=" + batchId;
+  link.textContent = "Open batch";
+  link.title = batchId;
+  td.append(link);
+  return td;
+}
+
+// --- an import's rows not created: listed, and fixed in place ---------------------
+
+let importRowsShown = null;
+
+async function showImportRows(doc) {
+  const shown = doc.import_id + "@" + doc.updated_at;
+  if (!doc.failed_hospitals && doc.processed_hospitals === doc.total_hospitals) {
+    $("import-rows-wrap").hidden = true;
+    return;
+  }
+  if (importRowsShown === shown) return;  // the same document again: keep an open editor
+  importRowsShown = shown;
+  const resting = new Set(doc.batches.filter((b) => RESUMABLE.includes(b.status) || b.status === "cancelled")
+    .map((b) => b.batch_id));
+  const rows = (await resultRows(importUrl(doc.import_id, "/results.csv")))
+    .filter((r) => NOT_CREATED.includes(r.status));
+  fillTable($("import-rows"), rows.map((r) => ({ ...r, row: Number(r.row) })), (r) => [
+    cell(lineOf(r.row), "Line"), cell(r.name, "Name"), cell(r.address, "Address"), cell(r.phone, "Phone"),
+    cell(explain(r.error) || words(r.status), "Problem"), importRowAction(r, resting.has(r.batch_id)),
+  ]);
+  for (const tr of $("import-rows").querySelectorAll("tbody tr")) {
+    tr.dataset.batch = rows.find((r) => String(r.row) === tr.dataset.row).batch_id;
+  }
+  $("import-rows-wrap").hidden = !rows.length;
+}
+
+function importRowAction(row, editable) {
+  const td = cell("");
+  td.className = "row-actions";
+  if (editable && row.status === "failed") {
+    const edit = button("Edit", "edit", "button", () => run(() => openEditor(row.row, importEditing(row.batch_id))));
+    edit.setAttribute("aria-label", "Edit line " + lineOf(row.row));
+    td.append(edit);
+  }
+  return td;
+}
+
+function importEditing(batchId) {
+  return {
+    table: $("import-rows"),
+    batchId: batchId,
+    resultsUrl: batchUrl(batchId, "/results.csv"),
+    saved: async (_batchDoc, number) => {
+      importRowsShown = null;
+      showImport((await send("GET", importUrl(currentImport.import_id))).data);
+      $("import-notice").textContent = "Line " + lineOf(number) + " saved. Resume the import to create it " +
+        "with the new values.";
+      $("import-notice").hidden = false;
+      setBusy(false);
+      $("import-resume").focus();
+    },
+  };
 }
 
 // The estimate counts the rate limit and the rows left; other uploads may take part of the budget.
@@ -605,10 +839,14 @@ function importSummaryText(doc) {
   }
   const seconds = Number(doc.processing_time_seconds || 0).toFixed(1);
   const created = doc.processed_hospitals + " of " + doc.total_hospitals + " hospitals created";
+  const waiting = doc.batches.filter((b) => !b.batch_activated && b.processed_hospitals > 0).length;
   const texts = {
-    completed: "Import completed in " + seconds + " s: " + created + ", every batch activated.",
+    completed: "Import completed in " + seconds + " s: " + created + ", all live in the directory.",
     partially_failed: "Import partially failed: " + created + ", " + doc.failed_hospitals + " failed. " +
-      "Fix the failed rows in the downloaded file and upload it, or resume the import to try them again.",
+      (waiting ? waiting + (waiting === 1 ? " batch is" : " batches are") + " not live in the directory yet: " +
+        "choose below how to finish." : "Resume the import to try the failed rows again."),
+    partially_activated: "Import finished without the failed rows: " + created + " and live in the directory; " +
+      doc.failed_hospitals + " left out (download them to fix and upload as a new file).",
     failed: "Import failed: no hospital was created. Resume it to try again.",
     cancelled: "Import cancelled: " + created + "; the rows not started were not sent. Resume it to create them.",
     interrupted: "Import interrupted: the service stopped while it ran; " + created + ". Resume it to go on.",
@@ -620,15 +858,17 @@ function importSummaryText(doc) {
 async function createImport(file) {
   let result;
   try {
-    result = await send("POST", urls.imports, file);
+    result = await send("POST", urls.imports, file, null, keyHeader());
   } catch (err) {
     if (err.status !== 422 || !err.details.length) throw err;
     showCheck(err.message, err.details, []);
     setBusy(false);
     return;
   }
+  upload.sentId = result.data.import_id;
   showImport(result.data);
   follow(result.data.import_id, IMPORT);
+  refreshRecent();
 }
 
 async function cancelImport() {
@@ -640,7 +880,19 @@ async function cancelImport() {
 }
 
 async function resumeImport() {
+  closeEditor();
+  $("import-notice").hidden = true;
   await resumeAndFollow(currentImport.import_id, IMPORT, "/resume");
+}
+
+async function activateImport() {
+  if (!window.confirm("Make every hospital created live in the directory now, and leave the " +
+                      currentImport.failed_hospitals + " failed rows out for good?")) {
+    setBusy(false);
+    return;
+  }
+  closeEditor();
+  await resumeAndFollow(currentImport.import_id, IMPORT, "/activate");
 }
 
 async function rollBackImport() {
@@ -673,34 +925,89 @@ async function run(action) {
 }
 
 async function check() {
-  const result = await send("POST", urls.validate, chosenFile());
+  const file = chosenFile();
+  await readLines(file);
+  const result = await send("POST", urls.validate, file);
   showValidation(result.data);
   setBusy(false);
 }
 
+// --- one upload per chosen file -------------------------------------------------
+
+function randomKey() {
+  if (window.crypto.randomUUID) return window.crypto.randomUUID();
+  return [...window.crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// An upload is one chosen file: the same name, size and time of change (a browser may fire no
+// change event when the same path is chosen again, so the file itself is compared).
+function fileIdentity(file) {
+  return file ? [file.name, file.size, file.lastModified].join("/") : null;
+}
+
+function newUpload(file) {
+  upload = { key: randomKey(), file: fileIdentity(file), sentId: null, finished: false };
+}
+
+// The key names the file and the skip choice together: the service binds a key to both.
+function keyHeader() {
+  return { "Idempotency-Key": upload.key + (skipExisting() ? ":skip" : ":create") };
+}
+
+// False when the clerk would rather not send again a file whose upload has already finished.
+function mayUploadAgain(file) {
+  if (upload.file !== fileIdentity(file)) newUpload(file);
+  if (!upload.finished) return true;
+  if (!window.confirm("This file was already sent and its upload has finished. Send it again as a new " +
+                      "upload? Its hospitals would be created in the directory a second time" +
+                      (skipExisting() ? ", except those already live there." : "."))) {
+    return false;
+  }
+  newUpload(file);
+  return true;
+}
+
 async function create() {
   const file = chosenFile();
+  if (!mayUploadAgain(file)) {
+    setBusy(false);
+    return;
+  }
+  await readLines(file);
   if ((await rowsInFile(file)) > MAX_ROWS) {
     await createImport(file);
     return;
   }
   let result;
   try {
-    result = await send("POST", urls.batches + "?async=1", chosenFile());
+    result = await send("POST", urls.batches + "?async=1", file, null, keyHeader());
   } catch (err) {
     if (err.status !== 422 || !err.details.length) throw err;
     showCheck(err.message, err.details, []);
     setBusy(false);
     return;
   }
+  upload.sentId = result.data.batch_id;
   showBatch(result.data);
   follow(result.data.batch_id);
+  refreshRecent();
 }
 
 async function resume() {
   closeEditor();
   showNotice("");
   await resumeAndFollow(currentDoc.batch_id, BATCH, "/resume?async=1");
+}
+
+async function activate() {
+  if (!window.confirm("Make the hospitals created live in the directory now, and leave the " +
+                      currentDoc.failed_hospitals + " failed rows out for good?")) {
+    setBusy(false);
+    return;
+  }
+  closeEditor();
+  showNotice("");
+  await resumeAndFollow(currentDoc.batch_id, BATCH, "/activate?async=1");
 }
 
 // A resume answers 202 while it runs (follow it), or 200 when there was nothing left to do.
@@ -870,17 +1177,81 @@ function keepToken() {
   input.addEventListener("input", () => sessionStorage.setItem(TOKEN_KEY, input.value.trim()));
 }
 
-// A new file makes the results shown for the previous one stale.
+// A new file makes the results shown for the previous one stale, and is an upload of its own.
 function forgetResults() {
   stopFollowing();
   clearError();
   setBusy(false);
+  newUpload($("file").files[0]);
+  fileLines = null;
   $("validation").hidden = true;
   $("batch").hidden = true;
   $("import").hidden = true;
+  if (location.hash) history.pushState(null, "", location.pathname + location.search);
+}
+
+// --- the address names what is shown; recent uploads ---------------------------
+
+function showAddress(kind, id) {
+  const hash = "#" + kind.name + "=" + id;
+  if (location.hash !== hash) history.pushState(null, "", hash);
+}
+
+// Show (and follow, until final) the batch or import the address names; nothing when it names none.
+async function openFromAddress() {
+  const found = /^#(batch|import)=([0-9a-fA-F-]{36})$/.exec(location.hash);
+  if (!found) {
+    stopFollowing();
+    $("batch").hidden = true;
+    $("import").hidden = true;
+    setBusy(false);
+    return;
+  }
+  const kind = found[1] === "batch" ? BATCH : IMPORT;
+  const doc = (await send("GET", kind.url(found[2]))).data;
+  kind.show(doc);
+  if (kind.final.includes(doc.status)) {
+    stopFollowing();
+    setBusy(false);
+  } else {
+    follow(found[2], kind);
+  }
+}
+
+async function refreshRecent() {
+  let batches, imports;
+  try {
+    [batches, imports] = await Promise.all([
+      send("GET", urls.batches + "?limit=" + RECENT_LIMIT), send("GET", urls.imports + "?limit=" + RECENT_LIMIT)]);
+  } catch (err) {
+    return;  // e.g. no token yet: the list is a convenience, its absence says enough
+  }
+  const uploads = batches.data.batches.map((b) => ({ kind: BATCH, id: b.batch_id, doc: b }))
+    .concat(imports.data.imports.map((i) => ({ kind: IMPORT, id: i.import_id, doc: i })))
+    .sort((a, b) => b.doc.created_at.localeCompare(a.doc.created_at)).slice(0, RECENT_LIMIT);
+  fillTable($("recent-list"), uploads, (u) => [recentLink(u), cell(whenText(u.doc.created_at), "When"),
+    statusCell(u.doc), cell(u.doc.processed_hospitals + " of " + u.doc.total_hospitals + " done", "Hospitals")]);
+  $("recent").hidden = !uploads.length;
+}
+
+function recentLink(upload) {
+  const td = cell("", "Upload");
+  const link = document.createElement("a");
+  link.href = "#" + upload.kind.name + "=" + upload.id;
+  link.textContent = (upload.kind === BATCH ? "Batch" : "Import") + " of " + upload.doc.total_hospitals +
+    (upload.doc.total_hospitals === 1 ? " hospital" : " hospitals");
+  link.title = upload.id;
+  td.append(link);
+  return td;
+}
+
+function whenText(iso) {
+  return new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
 }
 
 keepToken();
+newUpload();
+window.addEventListener("hashchange", () => run(openFromAddress));
 $("file").addEventListener("change", forgetResults);
 $("check").addEventListener("click", () => run(check));
 $("upload-form").addEventListener("submit", (event) => {
@@ -888,6 +1259,8 @@ $("upload-form").addEventListener("submit", (event) => {
   run(create);
 });
 $("resume").addEventListener("click", () => run(resume));
+$("activate").addEventListener("click", () => run(activate));
+$("import-activate").addEventListener("click", () => run(activateImport));
 $("rollback").addEventListener("click", () => run(rollBack));
 $("import-cancel").addEventListener("click", () => run(cancelImport));
 $("import-resume").addEventListener("click", () => run(resumeImport));
@@ -903,3 +1276,5 @@ for (const id of ["download-results", "download-failed", "import-download-result
     });
   });
 }
+if (location.hash) run(openFromAddress);
+refreshRecent();

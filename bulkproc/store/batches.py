@@ -282,6 +282,30 @@ class BatchRecords(Database):
                                    "lease_owner": None, "lease_expires": None})
 
 
+    def mark_rows_activated(self, run: Run, rows: Iterable[int]) -> bool:
+        """The batch is active upstream with these rows (its own created ones; the others stay as they are)."""
+        return self._change(run, rows, status=RowStatus.CREATED_AND_ACTIVATED, batch={"activated": True})
+
+
+    def mark_rows_rolled_back(self, run: Run, rows: Iterable[int]) -> bool:
+        """Like mark_rolled_back, but only these rows read deleted (rows already in the directory stay so)."""
+        return self._change(run, rows, status=RowStatus.DELETED, hospital_id=None,
+                            batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
+                                   "lease_owner": None, "lease_expires": None})
+
+
+    def record_in_directory(self, run: Run, found: dict[int, int]) -> bool:
+        """These rows (row -> hospital id) are already in the directory: they are not to be created."""
+        with self._write() as conn:
+            if not self._fenced(conn, run, {}):
+                return False
+            for row, hospital_id in found.items():
+                conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id, batch_rows.c.row == row)
+                             .values(status=RowStatus.ALREADY_IN_DIRECTORY, hospital_id=hospital_id, error=None))
+        self._notify()
+        return True
+
+
     def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
                 from_status: str | None = None, now: float | None = None, **row_values) -> bool:
         """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still

@@ -58,6 +58,11 @@ class ImportRecords(Database):
         return import_id, True
 
 
+    def find_import_by_idempotency_key(self, key: str) -> Import | None:
+        """The import an earlier upload with this Idempotency-Key recorded, without its batches, or None."""
+        return self._import_by_key(key)
+
+
     def _import_by_key(self, key: str) -> Import | None:
         with self._read() as conn:
             found = conn.execute(select(imports).where(imports.c.idempotency_key == key)).first()

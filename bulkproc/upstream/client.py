@@ -13,6 +13,7 @@ answered. Idempotent calls retry here; a creation is one POST, retried by its ca
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -53,7 +54,7 @@ GATEWAY_STATUSES = frozenset({502, 503, 504})
 ALREADY_ACTIVE = "already active"
 DEADLINE_PASSED = "the batch's deadline passed before the directory answered"
 # The calls paced under the upstream's limit on "every other endpoint" (GET / has its own).
-PACED_OPERATIONS = frozenset({"list_batch", "activate", "delete_hospital", "delete_batch"})
+PACED_OPERATIONS = frozenset({"list_batch", "list_hospitals", "activate", "delete_hospital", "delete_batch"})
 
 
 class TotalTimeout(requests.Timeout):
@@ -70,7 +71,7 @@ class Pacer(Protocol):
         """Return a slot whose request never reached the upstream."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a full directory holds 10,000 of them
 class Hospital:
     id: int
     name: str
@@ -318,6 +319,12 @@ class DirectoryClient:
         return self._retrying(f"reading batch {batch_id}", lambda: self._call(
             "list_batch", "GET", f"/hospitals/batch/{batch_id}", _listing, deadline=deadline), deadline)
 
+    def list_hospitals(self, deadline: float | None = None) -> list[Hospital]:
+        """Every hospital in the directory (`GET /hospitals/`, up to 10,000), each checked: an answer
+        that is not a list of hospitals is a failed try (retried, then GaveUp), never an empty directory."""
+        return self._retrying("reading the directory", lambda: self._call(
+            "list_hospitals", "GET", "/hospitals/", _directory, deadline=deadline), deadline)
+
     def create_hospital(self, batch_id: str, name: str, address: str, phone: str | None,
                         deadline: float | None = None) -> Hospital:
         """POST one hospital into the batch, once, cut off at `deadline`; raises NotSent,
@@ -377,6 +384,22 @@ def _listing(response: requests.Response) -> list[Hospital]:
     if response.status_code != 200:
         raise Refused(response.status_code, message(response))
     return _hospitals(response)
+
+
+def _directory(response: requests.Response) -> list[Hospital]:
+    """The whole directory's hospitals, each made a Hospital as soon as it is parsed: 10,000 of them
+    as JSON objects at once would take several times the memory of the answer itself."""
+    if response.status_code != 200:
+        raise Refused(response.status_code, message(response))
+    try:
+        body = json.loads(response.content, object_hook=Hospital.from_json)
+    except Malformed:
+        raise
+    except ValueError:  # not JSON at all (Malformed is a ValueError too)
+        raise Malformed(f"HTTP {response.status_code} with a body that is not JSON") from None
+    if not isinstance(body, list) or not all(isinstance(h, Hospital) for h in body):
+        raise Malformed("the directory's listing is not a list of hospitals")
+    return body
 
 
 def _created(response: requests.Response, batch_id: str) -> Hospital:

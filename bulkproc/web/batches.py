@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
@@ -12,10 +11,13 @@ from ..work.batches import Jobs
 from .auth import require_token
 from .requests import (
     csv_file,
+    existing_choice,
     idempotency_key,
     json_object_body,
     list_limit,
+    mark_in_directory,
     read_options,
+    upload_fingerprint,
     uploaded_csv,
     validation_document,
 )
@@ -53,9 +55,13 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = uploaded_csv()
     key = idempotency_key()
+    existing = existing_choice()
     rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"], options=read_options())
     jobs = _jobs()
-    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    # A repeat of an earlier upload reads nothing upstream: it answers that upload's batch.
+    there = jobs.find_in_directory(rows) if existing == "skip" and not jobs.seen(key) else None
+    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing),
+                               already_there=there)
     if _wants_async():
         if new:
             jobs.run_in_background(batch_id)
@@ -70,8 +76,12 @@ def create_batch():
 
 @bp.post("/validate")
 def validate_batch():
-    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_ROWS"],
-                                                     options=read_options())))
+    data, existing = uploaded_csv(), existing_choice()
+    inspection = rules.inspect(data, max_rows=current_app.config["MAX_ROWS"], options=read_options())
+    found = None
+    if existing == "skip":  # a refused file causes no upstream call: its rows read null
+        found = _jobs().find_in_directory(inspection.rows) if inspection.valid else {}
+    return jsonify(mark_in_directory(validation_document(inspection), found))
 
 
 @bp.get("")
@@ -93,6 +103,18 @@ def resume_batch(batch_id: str):
         jobs.run_in_background(batch_id, resuming=True)
         return _accepted(batch_id)
     jobs.resume(batch_id)
+    return _finished(batch_id)
+
+
+@bp.post("/<batch_id>/activate")
+def activate_batch(batch_id: str):
+    jobs = _jobs()
+    if not jobs.take_for_activation(batch_id):
+        return _finished(batch_id)  # completed already: nothing to do
+    if _wants_async():
+        jobs.run_in_background(batch_id, resuming=True, leaving_failed=True)
+        return _accepted(batch_id)
+    jobs.activate(batch_id)
     return _finished(batch_id)
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from flask import Blueprint, Response, current_app, jsonify, url_for
 
 from ..files import results, rules
 from ..work.imports import Imports
 from .auth import require_token
-from .requests import csv_file, idempotency_key, list_limit, read_options, uploaded_csv, validation_document
+from .requests import (
+    csv_file,
+    existing_choice,
+    idempotency_key,
+    list_limit,
+    mark_in_directory,
+    read_options,
+    upload_fingerprint,
+    uploaded_csv,
+    validation_document,
+)
 from .streams import document_events, event_response
 
 bp = Blueprint("imports", __name__, url_prefix="/hospitals/imports")
@@ -32,9 +40,13 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 def create_import():
     data = uploaded_csv()
     key = idempotency_key()
+    existing = existing_choice()
     rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=read_options())
     imports = _imports()
-    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=hashlib.sha256(data).hexdigest())
+    # A repeat of an earlier upload reads nothing upstream: it answers that upload's import.
+    there = imports.jobs.find_in_directory(rows) if existing == "skip" and not imports.seen(key) else None
+    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing),
+                                   already_there=there)
     if new:
         imports.run_in_background(import_id)
     return _accepted(import_id)
@@ -42,8 +54,12 @@ def create_import():
 
 @bp.post("/validate")
 def validate_import():
-    return jsonify(validation_document(rules.inspect(uploaded_csv(), max_rows=current_app.config["MAX_IMPORT_ROWS"],
-                                                     options=read_options())))
+    data, existing = uploaded_csv(), existing_choice()
+    inspection = rules.inspect(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=read_options())
+    found = None
+    if existing == "skip":  # a refused file causes no upstream call: its rows read null
+        found = _imports().jobs.find_in_directory(inspection.rows) if inspection.valid else {}
+    return jsonify(mark_in_directory(validation_document(inspection), found))
 
 
 @bp.get("")
@@ -69,6 +85,15 @@ def resume_import(import_id: str):
     if not imports.take_over(import_id):
         return _accepted(import_id, 200)  # completed already: nothing to do
     imports.run_in_background(import_id)
+    return _accepted(import_id)
+
+
+@bp.post("/<import_id>/activate")
+def activate_import(import_id: str):
+    imports = _imports()
+    if not imports.take_for_activation(import_id):
+        return _accepted(import_id, 200)  # completed already: nothing to do
+    imports.activate_in_background(import_id)
     return _accepted(import_id)
 
 

@@ -18,8 +18,8 @@ OPENAPI_VERSION = "3.1.0"
 
 BATCH_STATUSES = [str(s) for s in BatchStatus]
 ROW_STATUSES = [str(s) for s in RowStatus]
-IMPORT_STATUSES = ["queued", "processing", "completed", "partially_failed", "failed", "cancelled",
-                   "interrupted", "rolled_back"]
+IMPORT_STATUSES = ["queued", "processing", "completed", "partially_failed", "partially_activated", "failed",
+                   "cancelled", "interrupted", "rolled_back"]
 
 # Path prefixes the API token protects (BULKPROC_API_TOKEN); everything else stays open.
 PROTECTED_PREFIXES = ("/hospitals/bulk", "/hospitals/imports")
@@ -77,7 +77,8 @@ ROW_DOCUMENT = _object({
 _BATCH_FIELDS: Json = {
     "batch_id": UUID,
     "status": {"type": "string", "enum": BATCH_STATUSES,
-               "description": "`partially_failed`, `failed` and `interrupted` batches can be resumed."},
+               "description": "`partially_failed`, `failed` and `interrupted` batches can be resumed; "
+                              "`partially_activated` is final (finished without its failed rows)."},
     "total_hospitals": COUNT,
     "processed_hospitals": {**COUNT, "description": "Rows that exist upstream."},
     "failed_hospitals": {**COUNT, "description": "Rows that do not."},
@@ -110,7 +111,10 @@ VALIDATION = _object({
         "name": {"type": "string"},
         "address": {"type": "string"},
         "phone": _nullable({"type": "string"}),
-    }), description="The rows as they would be created; none when the file is over the row limit."),
+        "already_in_directory": {**_nullable({"type": "integer"}),
+                                 "description": "With `existing=skip` only: the id of the active hospital "
+                                                "that already holds this name and address, or null."},
+    }, ["row", "name", "address", "phone"]), description="The rows as they would be created; none when the file is over the row limit."),
     "file": _ref("schemas", "FileReading"),
 }, description="The verdict on a file; nothing is created.")
 
@@ -176,6 +180,12 @@ _CSV_FILE = {"type": "string", "format": "binary",
 # The encodings documented; any other character set Python knows by name is read too.
 ENCODINGS = ["utf-8", "utf-16", "utf-16le", "utf-16be", "windows-1252", "iso-8859-1", "iso-8859-15",
              "windows-1250", "windows-1251", "mac-roman", "shift_jis", "gb18030", "big5"]
+_EXISTING = {"type": "string", "enum": ["create", "skip"], "default": "create",
+             "description": "`skip`: the directory is read once (`GET /hospitals/`) before anything is "
+                            "created, and a row whose name and address match an active hospital there "
+                            "(NFC, case-folded, runs of spaces collapsed; phone not compared) is not "
+                            "created: it reads `already_in_directory` with that hospital's id. An "
+                            "Idempotency-Key is bound to the file and this field together."}
 _READING_FIELDS = {
     "encoding": {"type": "string", "enum": ENCODINGS,
                  "description": "The text's encoding when it is not UTF-8 or UTF-16 with a byte-order mark; "
@@ -187,10 +197,11 @@ _READING_FIELDS = {
                 "description": 'JSON: header cell -> field or `ignore`, e.g. `{"Facility": "name", "Notes": '
                                '"ignore"}`; it overrides the matching.'},
 }
-CSV_FILE = {"type": "object", "required": ["file"], "properties": {"file": _CSV_FILE, **_READING_FIELDS}}
+CSV_FILE = {"type": "object", "required": ["file"],
+            "properties": {"file": _CSV_FILE, **_READING_FIELDS, "existing": _EXISTING}}
 # Form fields are text whatever they hold; any value but 1/true/yes means "synchronous".
 UPLOAD = {"type": "object", "required": ["file"],
-          "properties": {"file": _CSV_FILE, **_READING_FIELDS,
+          "properties": {"file": _CSV_FILE, **_READING_FIELDS, "existing": _EXISTING,
                          "async": {"description": "`1`, `true` or `yes`: answer `202` at once."}}}
 
 SCHEMAS: Json = {
@@ -293,11 +304,12 @@ def _link(operation_id: str, id_field: str, **more: str) -> Json:
 
 # What a client can do next with a batch or import it was just answered.
 LINKS: Json = {
-    **{op: _link(op, "batch_id") for op in ("get_batch", "batch_events", "resume_batch", "roll_back_batch",
-                                             "batch_results", "batch_failed_rows")},
+    **{op: _link(op, "batch_id") for op in ("get_batch", "batch_events", "resume_batch", "activate_batch",
+                                             "roll_back_batch", "batch_results", "batch_failed_rows")},
     "fix_batch_row": _link("fix_batch_row", "batch_id", row="$response.body#/hospitals/0/row"),
     **{op: _link(op, "import_id") for op in ("get_import", "import_events", "cancel_import", "resume_import",
-                                              "roll_back_import", "import_results", "import_failed_rows")},
+                                              "activate_import", "roll_back_import", "import_results",
+                                              "import_failed_rows")},
 }
 BATCH_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"batch_id"})
 IMPORT_LINKS = tuple(op for op in LINKS if LINKS[op]["parameters"].keys() & {"import_id"})
@@ -377,8 +389,8 @@ def _batch_paths() -> Json:
         },
         "/hospitals/bulk/validate": {
             "post": _operation("validate_batch", "Check a CSV without creating anything", "batches",
-                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413)},
-                               body=upload),
+                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413, *UPSTREAM)},
+                               description="Calls the upstream only with `existing=skip`.", body=upload),
         },
         "/hospitals/bulk/{batch_id}": {
             "parameters": [_ref("parameters", "BatchId")],
@@ -402,6 +414,22 @@ def _batch_paths() -> Json:
                  **_ok("Accepted: resuming in the background.", "BatchDocument", status=202, headers=_ACCEPTED),
                  **_errors(401, 404, 409, *UPSTREAM)},
                 description="`409` while the batch is processed or after a rollback.",
+                parameters=("Async", "Prefer")),
+        },
+        "/hospitals/bulk/{batch_id}/activate": {
+            "parameters": [_ref("parameters", "BatchId")],
+            "post": _operation(
+                "activate_batch", "Finish a partly failed batch without its failed rows", "batches",
+                {**_ok("Finished: `partially_activated` (or `completed` when every row turned out to exist).",
+                       "BatchDocument"),
+                 **_ok("Accepted: finishing in the background.", "BatchDocument", status=202, headers=_ACCEPTED),
+                 **_errors(401, 404, 409, *UPSTREAM)},
+                description="For a `partially_failed`, `interrupted` or `cancelled` batch: learns which rows "
+                            "exist upstream (waiting for creations that may still land) and activates the "
+                            "batch with them. Failed rows keep their error and stay in `failed.csv`. "
+                            "`partially_activated` is final: resume and activate answer `409`, rollback "
+                            "still works. `409` while processing, when nothing exists upstream, or after "
+                            "a rollback.",
                 parameters=("Async", "Prefer")),
         },
         "/hospitals/bulk/{batch_id}/results.csv": {
@@ -440,7 +468,7 @@ def _import_paths() -> Json:
             "post": _operation("create_import", "Import a file of any size", "imports",
                                {**_ok("Accepted: the import document.", "ImportDocument", status=202,
                                       headers=("Location",), links=IMPORT_LINKS),
-                                **_errors(400, 401, 413, 422, *STORE)},
+                                **_errors(400, 401, 413, 422, *UPSTREAM)},
                                description="Split in order into batches of at most BULKPROC_MAX_ROWS rows.",
                                body=upload),
             "get": _operation("list_imports", "Recent imports, newest first", "imports",
@@ -449,7 +477,8 @@ def _import_paths() -> Json:
         },
         "/hospitals/imports/validate": {
             "post": _operation("validate_import", "Check an import's CSV without creating anything", "imports",
-                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413)}, body=upload),
+                               {**_ok("The verdict.", "Validation"), **_errors(400, 401, 413, *UPSTREAM)},
+                               description="Calls the upstream only with `existing=skip`.", body=upload),
         },
         "/hospitals/imports/{import_id}": {
             "parameters": one,
@@ -476,6 +505,20 @@ def _import_paths() -> Json:
                                 **_ok("Accepted: resuming in the background.", "ImportDocument", status=202,
                                       headers=("Location",)),
                                 **_errors(401, 404, 409, *UPSTREAM)}),
+        },
+        "/hospitals/imports/{import_id}/activate": {
+            "parameters": one,
+            "post": _operation("activate_import", "Finish every partly failed batch without its failed rows",
+                               "imports",
+                               {**_ok("Completed already: nothing to do.", "ImportDocument"),
+                                **_ok("Accepted: finishing in the background; the import then reads "
+                                      "`partially_activated`.", "ImportDocument", status=202,
+                                      headers=("Location",)),
+                                **_errors(401, 404, 409, *STORE)},
+                               description="Does what `POST /hospitals/bulk/{batch_id}/activate` does for "
+                                           "each of its batches that needs it. `409` while it runs, when "
+                                           "nothing of it exists upstream, once it is `partially_activated`, "
+                                           "or after a rollback."),
         },
         "/hospitals/imports/{import_id}/results.csv": {
             "parameters": one,

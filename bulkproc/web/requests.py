@@ -3,6 +3,7 @@ and its key, a listing's limit, a JSON body, a validation, and CSV files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -171,6 +172,37 @@ def idempotency_key() -> str | None:
     if not 1 <= len(key) <= 200 or not key.isprintable():
         raise MalformedRequest("The Idempotency-Key header must be 1 to 200 printable characters.")
     return key
+
+
+EXISTING_CHOICES = ("create", "skip")
+
+
+def existing_choice() -> str:
+    """The form (or query) field `existing`: `create` (the default) or `skip`; MalformedRequest otherwise."""
+    choice = request.values.get("existing", "create").strip().lower() or "create"
+    if choice not in EXISTING_CHOICES:
+        raise MalformedRequest("existing must be 'create' (every row is created) or 'skip' (rows already "
+                               "in the directory are not).",
+                               [{"row": None, "column": "existing", "message": f"{choice[:20]!r} is not allowed."}])
+    return choice
+
+
+def upload_fingerprint(data: bytes, existing: str) -> str:
+    """What an Idempotency-Key is bound to: the file, and `existing` when it is not the default, so
+    that the same key with another `existing` is another request (422) rather than a repeat."""
+    digest = hashlib.sha256(data)
+    if existing != "create":
+        digest.update(f"\0existing={existing}".encode())
+    return digest.hexdigest()
+
+
+def mark_in_directory(document: dict[str, Any], found: dict[int, int] | None) -> dict[str, Any]:
+    """A validation answer whose rows each say `already_in_directory` (the hospital id, or null); as it
+    is when the directory was not asked (`found` None)."""
+    if found is not None:
+        for hospital in document["hospitals"]:
+            hospital["already_in_directory"] = found.get(hospital["row"])
+    return document
 
 
 def list_limit(default: int = 20) -> int:

@@ -21,19 +21,24 @@ from .. import metrics
 from ..errors import BatchConflict, BatchNotFound, RunLost, StoreUnavailable, UpstreamError, UpstreamUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_batch_context, log_finished
-from ..states import EXISTING, FINAL, RESUMABLE, BatchStatus, RowStatus
+from ..states import ACTIVATABLE, EXISTING, FINAL, IN_BATCH, RESUMABLE, BatchStatus, RowStatus
 from ..store import Batch, Row, Run, Store
 from ..store.leases import new_token
 from ..upstream.client import DirectoryClient
 from .documents import batch_document, reported_status, summary_document
 from .heartbeat import Heartbeat
 from .rate_limit import Limiter, NoLimiter
+from .reconcile import in_directory, match, ours
 from .rows import RowCreator, unfinished
 
 log = logging.getLogger(__name__)
 
 STOPPED_BATCH = "The service stopped before the batch finished; resume it to create the rows left pending."
 WAITING = "Waiting for the directory, unreachable for {seconds:.0f} s; the batch goes on when it is back."
+LEFT_OUT = ("Not in the directory when the batch was finished without its failed rows; fix it in "
+            "failed.csv and upload it again.")
+NOTHING_UPSTREAM = ("Batch {batch_id} has no row created in the directory, so there is nothing to activate: "
+                    "resume it to create its rows, or roll it back.")
 STORE_FAILED = ("The job store failed while the batch was processed; resume it to learn from the directory "
                 "which rows exist and to create the others.")
 
@@ -123,26 +128,44 @@ class Jobs:
     # -- starting and running ------------------------------------------------------------
 
     def start(self, rows: Iterable[HospitalRow], *, idempotency_key: str | None = None,
-              file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new batch owned by a new run of this process; (id, True), or an earlier upload's (id, False)."""
+              file_sha256: str | None = None, already_there: dict[int, int] | None = None) -> tuple[str, bool]:
+        """Record a new batch owned by a new run of this process, its rows in `already_there` (row ->
+        hospital id) read already_in_directory; (id, True), or an earlier upload's (id, False)."""
         run = Run(str(uuid.uuid4()), new_token())
         batch_id, new = self.store.insert_batch(run.id, rows, owner=self.owner, lease_until=self._lease_end(),
                                                 token=run.token, idempotency_key=idempotency_key,
                                                 file_sha256=file_sha256)
         if new:  # its lease, written with it, lasts until the heartbeat's next renewal
             self.heartbeat.hold(run)
+            if already_there:
+                run.holds(self.store.record_in_directory(run, already_there))
         return batch_id, new
+
+    def seen(self, idempotency_key: str | None) -> bool:
+        """Whether an earlier upload used this Idempotency-Key (its repeat reads nothing upstream)."""
+        return idempotency_key is not None and self.store.find_by_idempotency_key(idempotency_key) is not None
+
+    def find_in_directory(self, rows: list[HospitalRow]) -> dict[int, int]:
+        """Read the directory once and return the rows an active hospital there already holds (row ->
+        hospital id); UpstreamUnavailable when it cannot be read, so that nothing is created."""
+        try:
+            directory = self.client.list_hospitals()
+        except UpstreamError as exc:
+            raise UpstreamUnavailable("The directory could not be read to find the hospitals it already has, "
+                                      f"so nothing was created: {exc}") from exc
+        return in_directory(rows, directory)
 
     def run(self, batch_id: str) -> None:
         """Process a batch this process has accepted or taken over, in the calling thread."""
         in_batch_context(batch_id, self._process)(self._held(batch_id), False)
 
     def run_in_background(self, batch_id: str, resuming: bool = False, run: Run | None = None,
-                          underway: threading.Event | None = None) -> Future:
-        """Process (or resume) a batch this process holds (as `run`, or as held here), on the batch
-        executor; `underway` is set once no row of it waits for a limiter slot any more."""
+                          underway: threading.Event | None = None, leaving_failed: bool = False) -> Future:
+        """Process (or resume, or finish without its failed rows) a batch this process holds (as `run`,
+        or as held here), on the batch executor; `underway` is set once no row of it waits for a
+        limiter slot any more."""
         return self._batches.submit(in_batch_context(batch_id, self._process), run or self._held(batch_id),
-                                    resuming, underway)
+                                    resuming, underway, leaving_failed)
 
     def take_over(self, batch_id: str) -> bool:
         """Take a resumable batch for a new run of this process; False when it is done
@@ -162,6 +185,65 @@ class Jobs:
         """Finish a batch this process has taken over, in the calling thread."""
         in_batch_context(batch_id, self._process)(self._held(batch_id), True)
 
+    # -- finishing without the failed rows -------------------------------------------------
+
+    def take_for_activation(self, batch_id: str) -> bool:
+        """Take a batch to finish without its failed rows, for a new run of this process; False when it
+        is completed (nothing to do); BatchConflict when it is running, final, or has nothing upstream."""
+        batch = self.load(batch_id)
+        status = reported_status(batch, batch.read_at)
+        if status == BatchStatus.COMPLETED:
+            return False
+        if status not in ACTIVATABLE:
+            raise BatchConflict(f"Batch {batch_id} is {status}; only a partially_failed, interrupted or "
+                                "cancelled batch can be finished without its failed rows."
+                                + (" Resume it or roll it back." if status == BatchStatus.FAILED else ""))
+        # A row exists in the batch upstream only if it was created, or sent and perhaps landed.
+        if not any(r.status in IN_BATCH or r.attempted_at is not None for r in batch.rows):
+            raise BatchConflict(NOTHING_UPSTREAM.format(batch_id=batch_id))
+        if self._take(batch_id, ACTIVATABLE - {BatchStatus.INTERRUPTED}) is None:
+            raise BatchConflict(f"Batch {batch_id} is being resumed or finished by another request.")
+        return True
+
+    def activate(self, batch_id: str) -> None:
+        """Finish a batch this process has taken for activation, in the calling thread; BatchConflict
+        when it turned out that none of its rows exists upstream (it then reads failed)."""
+        in_batch_context(batch_id, self._process)(self._held(batch_id), True, None, True)
+        if self.store.get_batch(batch_id).status == BatchStatus.FAILED:
+            raise BatchConflict(NOTHING_UPSTREAM.format(batch_id=batch_id))
+
+    def _finish_without_failed(self, run: Run, deadline: float) -> str | None:
+        """Learn which rows exist upstream (waiting for creations that may still land), leave the
+        others out, and activate the batch with those that exist; the batch-level error, if any."""
+        if self._learn_existing(run, deadline) is False:
+            return STOPPED_BATCH
+        batch = self.store.get_batch(run.id)
+        if not any(r.status in IN_BATCH for r in batch.rows):
+            return NOTHING_UPSTREAM.format(batch_id=run.id)
+        log.info("finishing without the failed rows: %d of %d rows exist upstream",
+                 sum(r.status in EXISTING for r in batch.rows), len(batch.rows))
+        return self._activate(run, batch, deadline)
+
+    def _learn_existing(self, run: Run, deadline: float) -> bool:
+        """Record the rows that exist upstream; rows that do not keep their failure (or fail, left out);
+        False when shutdown interrupts the wait for creations still in flight."""
+        rows = self.store.get_batch(run.id).rows
+        found, absent = match(rows, ours(run.id, self.client.list_batch(run.id, deadline)))
+        settled = self.rows.settle(run, absent, what="before activating")
+        if settled is False:
+            return False
+        if settled:
+            found, absent = match(rows, ours(run.id, self.client.list_batch(run.id, deadline)))
+        for row, hospital in found.items():
+            if (row.status, row.hospital_id) != (RowStatus.CREATED, hospital.id):
+                run.holds(self.store.record_created(run, row.row, hospital.id))
+                metrics.hospitals_created.inc()
+        left = [r.row for r in absent if r.status not in (RowStatus.FAILED, RowStatus.CANCELLED)]
+        if left:
+            run.holds(self.store.mark_rows_failed(run, left, LEFT_OUT))
+            metrics.rows_failed.inc(len(left))
+        return True
+
     def _take(self, batch_id: str, from_statuses: Collection[str]) -> Run | None:
         """Take the batch for a new run held by this process; None when it cannot be taken."""
         run = Run(batch_id, new_token())
@@ -180,13 +262,14 @@ class Jobs:
     def _lease_end(self) -> float:
         return self._clock() + self.lease_seconds
 
-    def _process(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> None:
+    def _process(self, run: Run, resuming: bool, underway: threading.Event | None = None,
+                 leaving_failed: bool = False) -> None:
         """Run the batch as `run`; when the store fails, stop sending, close the batch once the store
         is back, and raise StoreUnavailable naming it; when the run lost the batch, stop at once."""
         self.heartbeat.hold(run, in_batch_context(run.id, lambda: self._show_outage(run)))
         closing = False
         try:
-            self._run_once(run, resuming, underway)
+            self._run_once(run, resuming, underway, leaving_failed)
         except RunLost:
             log.warning("this run no longer owns the batch (taken over, rolled back or cancelled): "
                         "it stops here and writes nothing more")
@@ -199,17 +282,18 @@ class Jobs:
             if not closing:
                 self.heartbeat.let_go(run)
 
-    def _run_once(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> None:
+    def _run_once(self, run: Run, resuming: bool, underway: threading.Event | None = None,
+                  leaving_failed: bool = False) -> None:
         if self._stopping.is_set():
             # Still queued at shutdown: it never starts, and reads as a batch stopped gracefully does.
             log.info("not started: the service is stopping; resume the batch to create its rows")
             self._end_run(run, STOPPED_BATCH)
             return
         run.holds(self.store.start_run(run, self._clock()))
-        log.info("processing (%s)", "resume" if resuming else "new")
+        log.info("processing (%s)", "activate" if leaving_failed else "resume" if resuming else "new")
         error = "Processing was stopped before it finished; the batch can be resumed."
         try:
-            error = self._work(run, resuming, underway)
+            error = self._work(run, resuming, underway, leaving_failed)
         except (RunLost, StoreUnavailable):
             raise
         except BaseException:
@@ -259,10 +343,13 @@ class Jobs:
             return False
         return True
 
-    def _work(self, run: Run, resuming: bool, underway: threading.Event | None = None) -> str | None:
-        """Create what is missing and activate; return the batch-level error, if any."""
+    def _work(self, run: Run, resuming: bool, underway: threading.Event | None = None,
+              leaving_failed: bool = False) -> str | None:
+        """Create what is missing (none when `leaving_failed`) and activate; the batch-level error, if any."""
         deadline = time.monotonic() + self.batch_deadline
         try:
+            if leaving_failed:
+                return self._finish_without_failed(run, deadline)
             todo = self._rows_to_create(run, resuming, deadline)
             if todo:
                 run.check()
@@ -312,16 +399,25 @@ class Jobs:
         batch = self.store.get_batch(run.id)
         if not all(r.status in EXISTING for r in batch.rows):
             return None
+        return self._activate(run, batch, deadline)
+
+    def _activate(self, run: Run, batch: Batch, deadline: float) -> str | None:
+        """Activate the batch with its created rows, with no hospital upstream that no row owns, and
+        check once more after; return the batch-level error, if any."""
+        created = [r for r in batch.rows if r.status in IN_BATCH]
+        if not created:
+            log.info("every row is already in the directory: nothing to create or activate")
+            return None
         trusted = self.rows.sweep(run, deadline) is not None
         run.holds(self.store.set_status(run, BatchStatus.ACTIVATING))
         try:
-            # It counts only when the listing shows every row's hospital active.
-            listing = self.client.activate_batch(run.id, [r.hospital_id for r in batch.rows if r.hospital_id],
+            # It counts only when the listing shows every created row's hospital active.
+            listing = self.client.activate_batch(run.id, [r.hospital_id for r in created if r.hospital_id],
                                                  deadline)
         except UpstreamError as exc:
             log.error("activation failed: %s", exc)
-            return f"Every row exists but the batch could not be activated: {exc}"
-        run.holds(self.store.mark_activated(run))
+            return f"The rows that exist could not be activated: {exc}"
+        run.holds(self.store.mark_rows_activated(run, [r.row for r in created]))
         # A creation slower than our wait for it may land between the sweep and the activation:
         # the listing that showed the batch active shows it too (unless the upstream's listings
         # were found untrustworthy: then nothing is deleted, and it was said once).
@@ -363,7 +459,9 @@ class Jobs:
         except UpstreamError as exc:
             run.holds(self.store.release_lease(run, _outcome(self.store.get_batch(run.id))))
             raise UpstreamUnavailable(f"The directory could not delete the batch: {exc}") from exc
-        run.holds(self.store.mark_rolled_back(run))
+        keep = RowStatus.ALREADY_IN_DIRECTORY  # their hospitals are not the batch's: never deleted
+        run.holds(self.store.mark_rows_rolled_back(
+            run, [r.row for r in self.store.get_batch(run.id).rows if r.status != keep]))
         metrics.batches_finished.labels(BatchStatus.ROLLED_BACK).inc()
         log.info("rolled back: %d hospitals deleted upstream", deleted)
 
@@ -388,8 +486,11 @@ def process_id() -> str:
 
 
 def _outcome(batch: Batch) -> str:
+    every_row_exists = all(r.status in EXISTING for r in batch.rows)
     if batch.activated:
-        return BatchStatus.COMPLETED
+        return BatchStatus.COMPLETED if every_row_exists else BatchStatus.PARTIALLY_ACTIVATED
+    if all(r.status == RowStatus.ALREADY_IN_DIRECTORY for r in batch.rows):
+        return BatchStatus.COMPLETED  # nothing to create, nothing to activate
     if any(r.status == RowStatus.CANCELLED for r in batch.rows):
         return BatchStatus.CANCELLED
     if any(r.status in EXISTING for r in batch.rows):

@@ -66,7 +66,12 @@ def reported_import_status(imp: Import, now: float) -> str:
     """The import's status: its runner's while one holds the lease, otherwise what its batches say."""
     if imp.status in RUNNING:
         return imp.status if (imp.lease_expires or 0) >= now else BatchStatus.INTERRUPTED
-    return settled_status(imp.parts, now)
+    settled = settled_status(imp.parts, now)
+    # Finished without its failed rows (/activate): final, unless rolled back or a batch runs on its own.
+    if imp.status == BatchStatus.PARTIALLY_ACTIVATED and settled not in (BatchStatus.ROLLED_BACK,
+                                                                         BatchStatus.PROCESSING):
+        return BatchStatus.PARTIALLY_ACTIVATED
+    return settled
 
 
 def settled_status(parts: list[ImportPart], now: float) -> str:
@@ -78,6 +83,9 @@ def settled_status(parts: list[ImportPart], now: float) -> str:
         return BatchStatus.PROCESSING  # a batch resumed on its own under /hospitals/bulk
     if statuses == {BatchStatus.COMPLETED}:
         return BatchStatus.COMPLETED
+    if BatchStatus.PARTIALLY_ACTIVATED in statuses and statuses <= {BatchStatus.COMPLETED,
+                                                                   BatchStatus.PARTIALLY_ACTIVATED}:
+        return BatchStatus.PARTIALLY_ACTIVATED
     for status in (BatchStatus.INTERRUPTED, BatchStatus.CANCELLED):
         if status in statuses:
             return status

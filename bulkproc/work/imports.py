@@ -23,7 +23,7 @@ from .. import metrics
 from ..errors import BatchConflict, ImportNotFound, RunLost, StoreUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_import_context, log_finished
-from ..states import FINAL, RUNNING, BatchStatus, RowStatus
+from ..states import ACTIVATABLE, FINAL, RUNNING, BatchStatus, RowStatus
 from ..store import Import, Row, Run
 from ..store.leases import new_token
 from .batches import Jobs, follow, is_uuid
@@ -32,6 +32,7 @@ from .documents import (
     import_row_counts,
     import_summary,
     reported_import_status,
+    reported_status,
     settled_status,
 )
 from .rate_limit import EDGE_SECONDS, WINDOW_MARGIN
@@ -146,9 +147,10 @@ class Imports:
     # -- starting, cancelling, resuming, rolling back ------------------------------------
 
     def start(self, rows: Sequence[HospitalRow], *, idempotency_key: str | None = None,
-              file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new import and its batches, owned by a new run of this process; (id, True), or an
-        earlier upload's (id, False) for a repeated idempotency key."""
+              file_sha256: str | None = None, already_there: dict[int, int] | None = None) -> tuple[str, bool]:
+        """Record a new import and its batches, owned by a new run of this process, the rows in
+        `already_there` (row -> hospital id) read already_in_directory; (id, True), or an earlier
+        upload's (id, False) for a repeated idempotency key."""
         parts = [(str(uuid.uuid4()), chunk) for chunk in split(rows, self.batch_rows)]
         run = Run(str(uuid.uuid4()), new_token(), "import")
         import_id, new = self.store.insert_import(run.id, parts, owner=self.jobs.owner,
@@ -156,7 +158,16 @@ class Imports:
                                                   idempotency_key=idempotency_key, file_sha256=file_sha256)
         if new:  # its lease, written with it, lasts until the heartbeat's next renewal
             self.heartbeat.hold(run)
+            for batch_id, chunk in parts if already_there else ():
+                found = {r.row: already_there[r.row] for r in chunk if r.row in already_there}
+                if found:  # the batches are the import run's until they start
+                    run.holds(self.store.record_in_directory(Run(batch_id, run.token), found))
         return import_id, new
+
+    def seen(self, idempotency_key: str | None) -> bool:
+        """Whether an earlier import used this Idempotency-Key (its repeat reads nothing upstream)."""
+        return (idempotency_key is not None
+                and self.store.find_import_by_idempotency_key(idempotency_key) is not None)
 
     def run_in_background(self, import_id: str) -> Future:
         """Run (or resume) an import this process holds, on the runners' executor."""
@@ -185,7 +196,7 @@ class Imports:
         status = reported_import_status(self.load(import_id), self._clock())
         if status == BatchStatus.COMPLETED:
             return False
-        if status in RUNNING or status == BatchStatus.ROLLED_BACK:
+        if status in RUNNING or status in (BatchStatus.ROLLED_BACK, BatchStatus.PARTIALLY_ACTIVATED):
             raise BatchConflict(f"Import {import_id} is {status}; only a partially_failed, failed, cancelled "
                                 "or interrupted import can be resumed.")
         run = Run(import_id, new_token(), "import")
@@ -193,6 +204,78 @@ class Imports:
             raise BatchConflict(f"Import {import_id} is already being resumed.")
         self.heartbeat.hold(run)
         return True
+
+    # -- finishing without the failed rows -----------------------------------------------
+
+    def take_for_activation(self, import_id: str) -> bool:
+        """Hold an import at rest for a new run of this process that finishes its batches without their
+        failed rows; False when it is completed (BatchConflict when it is running, final, or nothing
+        of it exists upstream)."""
+        status = reported_import_status(self.load(import_id), self._clock())
+        if status == BatchStatus.COMPLETED:
+            return False
+        if status in RUNNING or status in (BatchStatus.ROLLED_BACK, BatchStatus.PARTIALLY_ACTIVATED,
+                                           BatchStatus.FAILED):
+            raise BatchConflict(f"Import {import_id} is {status}; only a partially_failed, cancelled or "
+                                "interrupted import can be finished without its failed rows."
+                                + (" Resume it or roll it back." if status == BatchStatus.FAILED else ""))
+        run = Run(import_id, new_token(), "import")
+        if not self.store.hold_import(import_id, self.jobs.owner, self._lease_end(), run.token):
+            raise BatchConflict(f"Import {import_id} is being processed; wait for it to finish.")
+        self.heartbeat.hold(run)
+        return True
+
+    def activate_in_background(self, import_id: str) -> Future:
+        """Finish, on the runners' executor, every batch of an import this process holds that needs it."""
+        run = self.heartbeat.find("import", import_id)
+        if run is None:
+            run = Run(import_id, "", "import")
+            run.lose()
+        return self._runners.submit(in_import_context(import_id, self._activate_all), run)
+
+    def _activate_all(self, run: Run) -> None:
+        """Finish each batch of the import that needs it without its failed rows, then record the import's
+        status (partially_activated once no batch is left to finish); stop if the run loses the import."""
+        self.heartbeat.hold(run)
+        try:
+            for part in self.load(run.id).parts:
+                run.check()
+                if self.jobs.stopping:
+                    break
+                self._activate_part(part.batch.id)
+            status = self._activated_status(run.id)
+            run.holds(self.store.finish_import_run(run, status, 0.0))
+            log.info("import finished without its failed rows: %s", status)
+        except RunLost:
+            log.warning("another run took the import over while it was finished without its failed rows")
+        finally:
+            self.heartbeat.let_go(run)
+
+    def _activate_part(self, batch_id: str) -> None:
+        """Finish one batch without its failed rows, if it needs it; a batch that cannot is left as it is."""
+        try:
+            if self.jobs.take_for_activation(batch_id):
+                self.jobs.activate(batch_id)
+        except BatchConflict as exc:
+            log.info("batch %s left as it is: %s", batch_id, exc.message)
+        except RunLost:
+            log.warning("batch %s was taken over while it was activated", batch_id)
+        except Exception:  # the task boundary: the batch keeps its own state, the others go on
+            log.exception("activating batch %s stopped by an unexpected error", batch_id)
+
+    def _activated_status(self, import_id: str) -> str:
+        """The import's status after its batches were finished: partially_activated when some rows are
+        active and no batch is left that activation could finish (those failing it stay resumable)."""
+        parts = self.load(import_id).parts
+        now = self._clock()
+        status = settled_status(parts, now)
+        if status in (BatchStatus.COMPLETED, BatchStatus.ROLLED_BACK):
+            return status
+        statuses = {reported_status(p.batch, now) for p in parts}
+        if statuses & (ACTIVATABLE | RUNNING) or not statuses & {BatchStatus.COMPLETED,
+                                                                  BatchStatus.PARTIALLY_ACTIVATED}:
+            return BatchStatus.PARTIALLY_FAILED if status in RUNNING else status
+        return BatchStatus.PARTIALLY_ACTIVATED
 
     def roll_back(self, import_id: str) -> None:
         """Roll back every batch of an import at rest (BatchConflict while it runs); again for a rolled

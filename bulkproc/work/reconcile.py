@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from ..files.rules import HospitalRow
+from ..files.rules import _comparable as comparable
+from ..states import RowStatus
 from ..store import Row
 from ..upstream.client import DirectoryClient, Hospital
 
@@ -58,7 +61,9 @@ def matches(row: Row, hospital: Hospital) -> bool:
 
 def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital], list[Row]]:
     """Pair rows with the batch's hospitals upstream, each hospital to one row, a row's recorded
-    hospital first; (pairs, unmatched rows)."""
+    hospital first; (pairs, unmatched rows). A row already in the directory is neither: its
+    hospital is another batch's, and it is never created here."""
+    rows = [r for r in rows if r.status != RowStatus.ALREADY_IN_DIRECTORY]
     by_id = {h.id: h for h in listing}
     found = {r: by_id[r.hospital_id] for r in rows if r.hospital_id in by_id and matches(r, by_id[r.hospital_id])}
     for row in rows:
@@ -68,3 +73,23 @@ def match(rows: list[Row], listing: list[Hospital]) -> tuple[dict[Row, Hospital]
             if hospital is not None:
                 found[row] = hospital
     return found, [r for r in rows if r not in found]
+
+
+# -- existing=skip: rows the directory already holds -----------------------------------------
+
+
+def directory_key(name: str, address: str) -> tuple[str, str]:
+    """Name and address as the file rules compare duplicates: NFC, case-folded, runs of spaces collapsed."""
+    return comparable(name), comparable(address)
+
+
+def in_directory(rows: list[HospitalRow], directory: list[Hospital]) -> dict[int, int]:
+    """The rows whose name and address match an active hospital of the directory (phone not
+    compared), each with that hospital's id (the oldest, when several match): row -> hospital id."""
+    active: dict[tuple[str, str], int] = {}
+    for hospital in directory:
+        if hospital.active:
+            key = directory_key(hospital.name, hospital.address)
+            active[key] = min(active.get(key, hospital.id), hospital.id)
+    found = ((r.row, active.get(directory_key(r.name, r.address))) for r in rows)
+    return {row: hospital_id for row, hospital_id in found if hospital_id is not None}

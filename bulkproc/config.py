@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,6 +81,21 @@ def _log_format(text: str) -> str:
     return text.lower()
 
 
+def _optional_url(text: str) -> str | None:
+    return _url(text) if text else None
+
+
+def _webhook_secret(text: str) -> str | None:
+    """A Standard Webhooks secret: `whsec_` and the key in base64."""
+    if not text:
+        return None
+    key = text.removeprefix("whsec_")
+    # Padding is optional, as the Standard Webhooks libraries read it.
+    if key == text or not base64.b64decode(key + "=" * (-len(key) % 4), validate=True):
+        raise ValueError
+    return text
+
+
 # variable -> (default text, parser, what a good value looks like); the app.config key is the
 # variable without its BULKPROC_ prefix.
 VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
@@ -100,6 +116,8 @@ VARIABLES: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     "BULKPROC_MAX_IMPORT_ROWS": ("1000", _positive_int, "a whole number of at least 1"),
     "BULKPROC_MAX_STREAMS": ("8", _count, "a whole number (0 refuses every event stream)"),
     "BULKPROC_LOG_FORMAT": ("text", _log_format, "text or json"),
+    "BULKPROC_WEBHOOK_URL": ("", _optional_url, "an http(s) URL"),
+    "BULKPROC_WEBHOOK_SECRET": ("", _webhook_secret, "whsec_ followed by the key in base64"),
     "WEB_CONCURRENCY": ("2", _positive_int, "a whole number of at least 1"),
     "GUNICORN_THREADS": ("16", _positive_int, "a whole number of at least 1"),
     # Beyond the contract's table: tuning that rarely needs touching.
@@ -123,7 +141,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         try:
             settings[key] = parse(text.strip())
         except ValueError:
-            raise ConfigError(f"{variable}={text!r} is not valid: expected {expected}") from None
+            shown = "(hidden)" if variable.endswith("_SECRET") else repr(text)  # never a secret in a log
+            raise ConfigError(f"{variable}={shown} is not valid: expected {expected}") from None
+    if settings["WEBHOOK_URL"] and not settings["WEBHOOK_SECRET"]:
+        raise ConfigError("BULKPROC_WEBHOOK_URL is set but BULKPROC_WEBHOOK_SECRET is not: webhooks are signed")
     if settings["CONCURRENCY"] is None:
         settings["CONCURRENCY"] = settings["CREATE_RATE"][0] if settings["CREATE_RATE"] else UNLIMITED_CONCURRENCY
     return settings

@@ -37,6 +37,8 @@ def _as_row(found: Any) -> Row:
 class BatchRecords(Database):
     """Batches and their rows: reads, and the named transitions, each one write bumping the version."""
 
+    _announce: Callable[[Connection, str, str], None]  # OutboxRecords': a final state's webhook event
+
     def insert_batch(self, batch_id: str, rows: Iterable, *, owner: str, lease_until: float,
                      token: str | None = None, idempotency_key: str | None = None,
                      file_sha256: str | None = None) -> tuple[str, bool]:
@@ -132,7 +134,7 @@ class BatchRecords(Database):
         """End the run at `now`: its time joins the batch's, and the lease is let go."""
         return self._change(run, batch={
             "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None,
-            "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)})
+            "elapsed": batches.c.elapsed + func.coalesce(now - batches.c.run_started_at, 0.0)}, announce=True)
 
 
     def release_lease(self, run: Run, status: str) -> bool:
@@ -182,13 +184,14 @@ class BatchRecords(Database):
         """The batch's hospitals are deleted upstream; the lease is let go, and nothing changes it again."""
         return self._change(run, None, status=RowStatus.DELETED, hospital_id=None,
                             batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
-                                   "lease_owner": None, "lease_expires": None})
+                                   "lease_owner": None, "lease_expires": None}, announce=True)
 
 
     def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
-                only_if: ColumnElement[bool] | None = None, **row_values) -> bool:
+                only_if: ColumnElement[bool] | None = None, announce: bool = False, **row_values) -> bool:
         """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still
-        owns the batch and it is not rolled back, and wake watchers; return whether it did."""
+        owns the batch and it is not rolled back, and wake watchers; return whether it did.
+        `announce`: the batch is final, and its webhook event is written in the same transaction."""
         with self._write() as conn:
             if not self._fenced(conn, run, batch or {}, only_if):
                 return False
@@ -196,6 +199,8 @@ class BatchRecords(Database):
                 which = [] if rows is None else [batch_rows.c.row.in_(list(rows))]
                 conn.execute(update(batch_rows).where(batch_rows.c.batch_id == run.id, *which)
                              .values(**row_values))
+            if announce:
+                self._announce(conn, "batch", run.id)
         self._notify()
         return True
 

@@ -9,11 +9,14 @@ SIMULATOR_PORT ?= 9000
 
 install: $(STAMP)
 
-# Reinstall whenever a requirements file changes.
-$(STAMP): requirements.txt requirements-dev.txt
+# Reinstall whenever a requirements file or the package's description changes. The package itself
+# goes in editable, without resolving dependencies again (the pins above are the ones), so that
+# .venv/bin/bulkproc runs this checkout's code.
+$(STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The simulator stands in for the upstream unless HOSPITAL_API_BASE_URL names a real one.

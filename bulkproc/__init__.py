@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import config, logs, web
-from .runtime import Runtime
+if TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["create_app"]
 
@@ -17,6 +15,13 @@ __all__ = ["create_app"]
 def create_app(test_config: dict[str, Any] | None = None, *, clock: Callable[[], float] = time.time) -> Flask:
     """Build the app: defaults, then the environment, then `test_config`; `clock` is the host's
     wall clock (tests move it); raises config.ConfigError."""
+    # Imported here, not at the top: the `bulkproc` command (bulkproc.cli) loads this package too,
+    # and must start without Flask, SQLAlchemy or the service's own modules.
+    from flask import Flask
+
+    from . import config, logs, web
+    from .runtime import Runtime
+
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config.from_env())
     app.config.update(test_config or {})

@@ -103,11 +103,12 @@ def _port(text: str) -> int:
 
 
 def _webhook_secret(text: str) -> str:
+    """A Standard Webhooks secret: `whsec_` and the key in base64 (padding optional, as its libraries read it)."""
     key = text.removeprefix("whsec_")
     if key == text or not key:
         raise ValueError
     try:
-        base64.b64decode(key, validate=True)
+        base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
     except binascii.Error:
         raise ValueError from None
     return text

@@ -45,6 +45,10 @@ rate_limit_wait = Counter(
 duplicates_removed = Counter(
     "bulkproc_duplicates_removed", "Late duplicates of our own creations deleted upstream.")
 
+webhook_deliveries = Counter(
+    "bulkproc_webhook_deliveries", "Webhook delivery attempts, by result: delivered, failed (tried again later), "
+    "gone (410: never again) or given_up (the last try).", ["result"])
+
 
 http_requests = Counter(
     "bulkproc_http_requests", "Requests answered, by method, route template (never the raw path) and status.",

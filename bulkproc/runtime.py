@@ -1,4 +1,5 @@
-"""The running parts of one process, built and closed in order: store, heartbeat, client, limiter, runs, streams."""
+"""The running parts of one process, built and closed in order: store, heartbeat, client, limiter, runs,
+streams, and the webhooks' deliverer."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .work.heartbeat import Heartbeat
 from .work.imports import Imports
 from .work.rate_limit import Limiter, NoLimiter, RateLimiter
 from .work.rows import SETTLE_FACTOR
+from .work.webhooks import Deliverer, RetryPolicy, announcement
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Runtime:
     jobs: Jobs
     imports: Imports
     streams: StreamSlots
+    webhooks: Deliverer | None = None
 
     @classmethod
     def build(cls, config: dict[str, Any], instance_path: str, *, clock: Callable[[], float] = time.time) -> Runtime:
@@ -54,13 +57,28 @@ class Runtime:
         imports = Imports(
             jobs, batch_rows=config["MAX_ROWS"], rate=config["CREATE_RATE"],
             concurrency=config["CONCURRENCY"], creation_seconds=config.get("IMPORT_CREATION_SECONDS", 5.0))
-        return cls(store, heartbeat, client, limiter, jobs, imports, StreamSlots(config["MAX_STREAMS"]))
+        return cls(store, heartbeat, client, limiter, jobs, imports, StreamSlots(config["MAX_STREAMS"]),
+                   _webhooks(config, store, jobs, stopping))
 
     def close(self) -> None:
         """Stop the runs (cutting waits short, imports first), the heartbeat (which renews until every
         run has ended) and the client, then the store."""
         self.jobs.close()
         self.store.close()
+
+
+def _webhooks(config: dict[str, Any], store: Store, jobs: Jobs, stopping: threading.Event) -> Deliverer | None:
+    """With a webhook URL: final states write their events, and this process delivers them until it stops."""
+    if not config.get("WEBHOOK_URL"):
+        return None
+    store.announcement = announcement
+    deliverer = Deliverer(store, config["WEBHOOK_URL"], config["WEBHOOK_SECRET"], stopping=stopping,
+                          connect_timeout=config["CONNECT_TIMEOUT"],
+                          # Tests make retries fast and looks frequent; the defaults are the contract's.
+                          policy=config.get("WEBHOOK_RETRY_POLICY") or RetryPolicy(),
+                          poll=config.get("WEBHOOK_POLL_SECONDS", 2.0))
+    jobs.close_with(deliverer.close)  # once the runs' waits are cut short, like the imports
+    return deliverer
 
 
 def _default_database(instance_path: str) -> str:

@@ -88,6 +88,8 @@ _ROWS = select(*ROW_COLUMNS).where(batch_rows.c.batch_id == bindparam("b_id")).o
 class BatchRecords(Database):
     """Batches and their rows: reads, and the named transitions, each one write bumping the version."""
 
+    _announce: Callable[[Connection, str, str], None]  # OutboxRecords': a final state's webhook event
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Creations recorded while another group's transaction runs wait here for the next one.
@@ -189,7 +191,7 @@ class BatchRecords(Database):
         lease is let go."""
         return self._change(run, batch={
             "status": status, "error": error, "run_started_at": None, "lease_owner": None, "lease_expires": None},
-            now=now)
+            now=now, announce=True)
 
 
     def release_lease(self, run: Run, status: str) -> bool:
@@ -279,7 +281,7 @@ class BatchRecords(Database):
         """The batch's hospitals are deleted upstream; the lease is let go, and nothing changes it again."""
         return self._change(run, None, status=RowStatus.DELETED, hospital_id=None,
                             batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
-                                   "lease_owner": None, "lease_expires": None})
+                                   "lease_owner": None, "lease_expires": None}, announce=True)
 
 
     def mark_rows_activated(self, run: Run, rows: Iterable[int]) -> bool:
@@ -291,7 +293,7 @@ class BatchRecords(Database):
         """Like mark_rolled_back, but only these rows read deleted (rows already in the directory stay so)."""
         return self._change(run, rows, status=RowStatus.DELETED, hospital_id=None,
                             batch={"status": BatchStatus.ROLLED_BACK, "activated": False,
-                                   "lease_owner": None, "lease_expires": None})
+                                   "lease_owner": None, "lease_expires": None}, announce=True)
 
 
     def record_in_directory(self, run: Run, found: dict[int, int]) -> bool:
@@ -307,10 +309,12 @@ class BatchRecords(Database):
 
 
     def _change(self, run: Run, rows: Iterable[int] | None = (), *, batch: dict | None = None,
-                from_status: str | None = None, now: float | None = None, **row_values) -> bool:
+                from_status: str | None = None, now: float | None = None, announce: bool = False,
+                **row_values) -> bool:
         """Change `rows` (None: every row) and the batch's columns as one transaction, if `run` still
         owns the batch, it is not rolled back (and is in `from_status`, when given), and wake
-        watchers; return whether it did. The run's time is banked at `now` (the store's, if None)."""
+        watchers; return whether it did. The run's time is banked at `now` (the store's, if None).
+        `announce`: the batch is final, and its webhook event is written in the same transaction."""
         with self._write() as conn:
             if not self._fenced(conn, run, batch or {}, from_status, now):
                 return False
@@ -319,6 +323,8 @@ class BatchRecords(Database):
                 if rows is not None:
                     params["r_rows"] = list(rows)
                 conn.execute(_row_update(tuple(row_values), rows is None), {"r_batch": run.id, **params})
+            if announce:
+                self._announce(conn, "batch", run.id)
         self._notify()
         return True
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..states import RESUMABLE, RUNNING, BatchStatus, RowStatus
+from ..states import FINAL, RESUMABLE, RUNNING, BatchStatus, RowStatus
 from .batches import BATCH_COLUMNS, _earlier_upload
 from .database import Database
 from .leases import new_token
@@ -19,6 +21,8 @@ INSERT_PARTS = 25
 
 class ImportRecords(Database):
     """Imports and the batches they are split into: reads, claims and the runner's transitions."""
+
+    _announce: Callable[[Connection, str, str], None]  # OutboxRecords': a final state's webhook event
 
     def insert_import(self, import_id: str, parts: list[tuple[str, list]], *, owner: str, lease_until: float,
                       token: str | None = None, idempotency_key: str | None = None,
@@ -204,6 +208,8 @@ class ImportRecords(Database):
                                                batches.c.run_token == run.token,
                                                batches.c.status == BatchStatus.QUEUED)
                          .values(lease_expires=now, version=batches.c.version + 1, updated_at=now))
+            if status in FINAL:  # its webhook event, in the same transaction (outbox.py)
+                self._announce(conn, "import", run.id)
         self._notify()
         return True
 

@@ -119,6 +119,27 @@ read_slots = Table(
     Column("taken_at", Float, nullable=False, index=True),
 )
 
+# The outbox (outbox.py): each event announcing a final state, written in the transaction that writes
+# that state, until the webhook's receiver took it (or it was given up). A table of its own, so a
+# store made before it gains it at start.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id, the same on every try
+    Column("type", String(20), nullable=False),
+    Column("subject_id", String(36), nullable=False),
+    Column("body", Text, nullable=False),  # the exact bytes signed and sent, as UTF-8 text
+    Column("created_at", Float, nullable=False),
+    Column("status", String(12), nullable=False),  # pending, delivered, gone (410), given_up
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("due_at", Float, nullable=False),
+    # The delivering run's claim, fenced like a batch's run token: one delivery in flight at a time.
+    Column("claim_token", String(36)),
+    Column("claim_expires", Float),
+    Column("last_error", Message),
+    Column("finished_at", Float),
+    Index("ix_webhook_events_due", "status", "due_at"),
+)
+
 # Columns added after the first release: a store made by an earlier version gains them at start.
 _ADDED = ((batches, "run_token"), (imports, "run_token"))
 

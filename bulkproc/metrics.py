@@ -63,8 +63,6 @@ imports_finished = Counter(
 # livesum: the rows in flight now, over every live worker (a dead worker's rows leave the sum).
 rows_in_flight = Gauge(
     "bulkproc_rows_in_flight", "Rows whose creation is being sent to the directory now.", multiprocess_mode="livesum")
-webhook_deliveries = Counter(
-    "bulkproc_webhook_deliveries", "Tries to deliver a webhook event, by result.", ["result"])
 
 # The route label of a request that matched no route: one label, so that scans cannot add series.
 UNMATCHED_ROUTE = "unmatched"

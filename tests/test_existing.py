@@ -137,6 +137,18 @@ def test_an_idempotency_key_is_bound_to_the_existing_choice(service, upstream):
     assert other.status_code == 422
 
 
+def test_an_idempotency_key_is_bound_to_how_the_file_is_read(service, upstream):
+    text = "Facility,Street,Notes\nGeneral,1 Main St,x\n"
+    first = service.upload(text, headers={"Idempotency-Key": "k-2"})
+    again = service.upload(text, headers={"Idempotency-Key": "k-2"})
+    remapped = service.upload(text, headers={"Idempotency-Key": "k-2"},
+                              columns='{"Facility": "name", "Street": "ignore", "Notes": "address"}')
+
+    assert first.status_code == 200 and again.json()["batch_id"] == first.json()["batch_id"]
+    assert remapped.status_code == 422  # other rows from the same bytes: not a repeat
+    assert upstream.sim.stats["create_requests"] == 1
+
+
 def test_an_unknown_existing_value_is_refused_before_anything_happens(service, upstream):
     answer = service.upload(CSV, existing="maybe")
 

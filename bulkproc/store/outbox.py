@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
-from .batches import _as_row
+from .batches import _BATCH, _ROWS
 from .database import Database
-from .records import Batch, Import, ImportPart
-from .schema import batch_rows, batches, imports, webhook_events
+from .records import Batch, Import, ImportPart, Row
+from .schema import imports, webhook_events
 
 PENDING, DELIVERED, GONE, GIVEN_UP = "pending", "delivered", "gone", "given_up"
 
@@ -77,10 +77,9 @@ class OutboxRecords(Database):
                 wake()
 
     def _batch_in(self, conn: Connection, batch_id: str, now: float) -> Batch:
-        found = conn.execute(select(batches).where(batches.c.id == batch_id)).one()
-        rows = [_as_row(r) for r in conn.execute(
-            select(batch_rows).where(batch_rows.c.batch_id == batch_id).order_by(batch_rows.c.row))]
-        return Batch(**found._mapping, rows=rows, row_counts=dict(Counter(r.status for r in rows)), read_at=now)
+        found = conn.execute(_BATCH, {"b_id": batch_id}).one()
+        rows = [Row(*r) for r in conn.execute(_ROWS, {"b_id": batch_id})]
+        return Batch(*found, rows=rows, row_counts=dict(Counter(r.status for r in rows)), read_at=now)
 
     def _import_in(self, conn: Connection, import_id: str) -> Import:
         found = conn.execute(select(imports).where(imports.c.id == import_id)).one()

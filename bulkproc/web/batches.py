@@ -55,12 +55,12 @@ def _finished(batch_id: str) -> tuple[Response, int]:
 def create_batch():
     data = uploaded_csv()
     key = idempotency_key()
-    existing = existing_choice()
-    rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"], options=read_options())
+    existing, options = existing_choice(), read_options()
+    rows = rules.parse(data, max_rows=current_app.config["MAX_ROWS"], options=options)
     jobs = _jobs()
     # A repeat of an earlier upload reads nothing upstream: it answers that upload's batch.
     there = jobs.find_in_directory(rows) if existing == "skip" and not jobs.seen(key) else None
-    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing),
+    batch_id, new = jobs.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing, options),
                                already_there=there)
     if _wants_async():
         if new:

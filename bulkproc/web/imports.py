@@ -40,12 +40,12 @@ def _accepted(import_id: str, status: int = 202) -> Response:
 def create_import():
     data = uploaded_csv()
     key = idempotency_key()
-    existing = existing_choice()
-    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=read_options())
+    existing, options = existing_choice(), read_options()
+    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=options)
     imports = _imports()
     # A repeat of an earlier upload reads nothing upstream: it answers that upload's import.
     there = imports.jobs.find_in_directory(rows) if existing == "skip" and not imports.seen(key) else None
-    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing),
+    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing, options),
                                    already_there=there)
     if new:
         imports.run_in_background(import_id)

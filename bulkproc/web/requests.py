@@ -187,12 +187,16 @@ def existing_choice() -> str:
     return choice
 
 
-def upload_fingerprint(data: bytes, existing: str) -> str:
-    """What an Idempotency-Key is bound to: the file, and `existing` when it is not the default, so
-    that the same key with another `existing` is another request (422) rather than a repeat."""
+def upload_fingerprint(data: bytes, existing: str, options: ReadOptions) -> str:
+    """What an Idempotency-Key is bound to: the file, how it is read (`encoding`, `sheet`, `columns`)
+    and `existing` when they are not the defaults, so that the same key with other choices is
+    another request (422) rather than a repeat."""
     digest = hashlib.sha256(data)
     if existing != "create":
         digest.update(f"\0existing={existing}".encode())
+    if options != ReadOptions():
+        choices = {"encoding": options.encoding, "sheet": options.sheet, "columns": options.columns}
+        digest.update(b"\0read=" + json.dumps(choices, sort_keys=True).encode())
     return digest.hexdigest()
 
 

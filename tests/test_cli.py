@@ -67,13 +67,22 @@ def test_upload_follows_a_batch_to_the_end_and_every_command_reads_it(service, c
     assert refused.exit_code == 3 and "rolled_back" in refused.stderr
 
 
-def test_activate_of_a_batch_that_is_not_partially_failed_exits_3_with_the_message(service, csv_file):
+def test_activate_of_a_completed_batch_exits_0_and_of_a_rolled_back_one_exits_3(service, csv_file):
     batch_id = document(run(service.url, "upload", csv_file(hospitals_csv(2))))["batch_id"]
+    done = run(service.url, "activate", batch_id)
+    assert done.exit_code == 0 and document(done)["status"] == "completed"
+
+    assert run(service.url, "rollback", batch_id).exit_code == 0  # the rollback did what it was asked
+    refused = run(service.url, "activate", batch_id)
+    assert refused.exit_code == 3 and refused.stdout == ""
+    assert refused.stderr.startswith("bulkproc: ") and "rolled_back" in refused.stderr
+
+
+def test_activate_finishes_a_partly_failed_batch_without_its_failed_row_and_exits_1(service, upstream, csv_file):
+    upstream.sim.add_fault("create", "reject_422", after=1)
+    batch_id = document(run(service.url, "upload", csv_file(hospitals_csv(3))))["batch_id"]
     result = run(service.url, "activate", batch_id)
-    assert result.exit_code == 3 and result.stdout == ""
-    assert result.stderr.startswith("bulkproc: ")
-    if service.get(f"/hospitals/bulk/{batch_id}/activate").status_code == 405:  # the endpoint exists
-        assert "completed" in result.stderr  # its 409 sentence names the batch's status
+    assert result.exit_code == 1 and document(result)["status"] == "partially_activated"
 
 
 def test_some_rows_failed_exits_1_and_writes_the_failed_rows(service, upstream, csv_file, tmp_path):

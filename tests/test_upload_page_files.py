@@ -64,12 +64,12 @@ def test_a_header_in_unknown_words_asks_which_column_holds_what(page, tmp_path):
     choose(page, tmp_path, "hospitals.csv", b"Site,Where,Phone\nGeneral,1 Main St,555-0100\n")
     check(page, "Not valid")
     assert [p[2][:30] for p in table(page, "problems")][0].startswith("The header has no name column")
-    assert [p[3] for p in table(page, "problems")][0] == "1"  # the line of the file
+    assert [p[0] for p in table(page, "problems")][0] == "1"  # the line of the file, first as every row number
     Select(page.find_element("id", "column-name")).select_by_visible_text("Site")
     wait_for_text(page, "validation-result", "Not valid")  # the address is still missing
     Select(page.find_element("id", "column-address")).select_by_visible_text("Where")
     wait_for_text(page, "validation-result", "Valid, 1 hospital")
-    assert table(page, "preview") == [["1", "General", "1 Main St", "555-0100"]]
+    assert table(page, "preview") == [["2", "General", "1 Main St", "555-0100", ""]]  # its spreadsheet line; not asked about the directory
 
 
 def test_a_workbook_is_created_and_the_template_is_linked(page, tmp_path, upstream):

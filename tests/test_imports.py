@@ -73,6 +73,20 @@ def test_a_100_row_import_completes_as_5_active_batches_each_with_its_own_rows(s
     assert {h["status"] for h in third["hospitals"]} == {"created_and_activated"}
 
 
+def test_the_batch_listing_can_leave_out_the_batches_of_imports(service, upstream):
+    alone = service.upload(hospitals_csv(1, prefix="Alone")).json()["batch_id"]
+    document = wait_for(service, start_import(service, hospitals_csv(25))["import_id"])
+    of_import = [b["batch_id"] for b in document["batches"]]
+
+    every = [b["batch_id"] for b in service.get("/hospitals/bulk").json()["batches"]]
+    assert sorted(every) == sorted([alone, *of_import])
+    standalone = service.get("/hospitals/bulk?standalone=true&limit=1").json()["batches"]
+    assert [b["batch_id"] for b in standalone] == [alone]  # the limit counts standalone batches only
+    assert [b["batch_id"] for b in service.get("/hospitals/bulk?standalone=false").json()["batches"]] == every
+    refused = service.get("/hospitals/bulk?standalone=yes")
+    assert refused.status_code == 400 and refused.json()["details"][0]["column"] == "standalone"
+
+
 def read_events(service, import_id: str) -> list[dict]:
     """Every document of the import's event stream, which must end by itself."""
     documents = []

@@ -73,7 +73,7 @@ def test_a_header_in_unknown_words_asks_which_column_holds_what(page, tmp_path):
 
 
 def test_a_workbook_is_created_and_the_template_is_linked(page, tmp_path, upstream):
-    link = page.find_element("id", "template-link")
+    link = page.find_element("id", "sample-link")
     assert link.get_attribute("href").endswith("/hospitals/template.csv")
     rows = [["Facility", "Street", "Zip"], ["General", "1 Main St", 62701], ["Mercy", "2 Elm St", "02110"]]
     choose(page, tmp_path, "hospitals.xlsx", spreadsheets.xlsx(rows))

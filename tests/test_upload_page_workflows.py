@@ -111,6 +111,27 @@ def test_the_address_names_the_batch_shown_for_reload_back_and_a_shared_link(pag
     _wait(page, lambda d: d.find_element("id", "batch-id").text == first, "the batch opened from the list")
 
 
+def test_after_a_reload_each_batch_numbers_its_rows_by_the_lines_of_its_own_file(page, live_server, tmp_path,
+                                                                                 upstream):
+    url = live_server()
+    page.get(url)
+    choose_file(page, tmp_path, "name,address\nGeneral,1 Main St\n\n\nMercy,2 Elm St\n")  # blank lines 3 and 4
+    page.find_element("id", "create").click()
+    wait_for_text(page, "summary", "Batch completed")
+    spaced = page.find_element("id", "batch-id").text
+    choose_file(page, tmp_path, "City Clinic,3 Oak Ave\n")  # no header: the row is line 1
+    page.find_element("id", "create").click()
+    _wait(page, lambda d: d.find_element("id", "batch-id").text not in ("", spaced), "the second batch")
+    wait_for_text(page, "summary", "Batch completed")
+    assert [r[0] for r in table(page, "rows")] == ["1"]
+
+    page.get(f"{url}#batch={spaced}")
+    page.refresh()
+    _wait(page, lambda d: d.find_element("id", "batch-id").text == spaced, "the first batch after a reload")
+    wait_for_text(page, "summary", "Batch completed")
+    assert [r[:2] for r in table(page, "rows")] == [["2", "General"], ["5", "Mercy"]]
+
+
 def test_a_partial_failure_offers_three_explained_endings_and_finishes_without_the_failed_rows(
         page, live_server, tmp_path, upstream):
     upstream.sim.add_fault("create", "reject_422")
@@ -128,7 +149,7 @@ def test_a_partial_failure_offers_three_explained_endings_and_finishes_without_t
         assert block.is_displayed() and block.find_element("tag name", "button").text == words
         assert len(block.find_element("css selector", ".hint").text) > 40  # explained in words
     (failed,) = [r for r in table(page, "rows") if r[2] == "failed"]
-    assert failed[4].startswith("The directory refused this name: ")
+    assert failed[4] == "The directory refused this name: refused by the directory"  # not "Value error, …"
     assert failed[0] in ("2", "3", "4")  # the spreadsheet's line (the header is line 1)
     _shot(page, "choices", "summary")
     _fits(page)
@@ -161,6 +182,8 @@ def test_an_imports_rows_not_created_are_fixed_in_place_and_resumed(page, live_s
     assert page.find_element("id", "import-activate-choice").is_displayed()
     _shot(page, "import-rows", "import-summary")
     _fits(page)
+    wait_for_text(page, "recent-list", "Import of 5 hospitals")
+    assert [r[0] for r in table(page, "recent-list")] == ["Import of 5 hospitals"]  # not its batches as well
 
     page.find_element("css selector", "#import-rows button.edit").click()
     field = _wait(page, lambda d: d.find_elements("id", "edit-name"), "the editor")[0]
@@ -202,6 +225,8 @@ def test_check_can_skip_hospitals_already_in_the_directory_and_create_then_skips
     wait_for_text(page, "summary", "Batch completed")
     assert [r[2] for r in table(page, "rows")] == ["already in the directory"] + ["live in the directory"] * 2
     assert "1 already in the directory" in page.find_element("id", "summary").text
+    assert page.find_element("id", "counter").text == "3 of 3 rows done: 2 created, 1 already in the directory."
+    assert "the one that was already there stays" in page.find_element("id", "rollback-hint").text
     assert len(upstream.sim.hospitals()) == 3
     _shot(page, "skip-created", "rows")
     _fits(page)

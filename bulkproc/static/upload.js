@@ -24,6 +24,8 @@ const WORDS = {
 };
 const RECENT_LIMIT = 10;
 const TOKEN_KEY = "bulkproc.token";
+const LINES_KEY = "bulkproc.lines";
+const LINES_KEPT = 20;
 
 const page = document.getElementById("app");
 const urls = {
@@ -143,7 +145,8 @@ function explain(error) {
   if (!error) return error;
   const refused = /^The directory refused it \((\d+)\): (?:(name|address|phone): )?(.*)$/s.exec(error);
   if (!refused) return error;
-  return "The directory refused this " + (refused[2] || "row") + ": " + refused[3];
+  // The directory's validator starts its messages with "Value error, ", which says nothing to a clerk.
+  return "The directory refused this " + (refused[2] || "row") + ": " + refused[3].replace(/^Value error, /, "");
 }
 
 // A row's number as the clerk's spreadsheet shows it: its line in the chosen file when known,
@@ -151,6 +154,30 @@ function explain(error) {
 function lineOf(row) {
   if (row === null || row === undefined) return row;
   return (fileLines && fileLines[row - 1]) || row + 1;
+}
+
+// The lines of the files this browser sent, by batch or import id (the newest LINES_KEPT), so that
+// a reload, or an upload opened from the recent list, numbers its rows as its own file did.
+function rememberLines(id) {
+  if (!fileLines) return;
+  const kept = keptLines();
+  kept[id] = fileLines;
+  const ids = Object.keys(kept);
+  ids.slice(0, Math.max(0, ids.length - LINES_KEPT)).forEach((old) => delete kept[old]);
+  try {
+    localStorage.setItem(LINES_KEY, JSON.stringify(kept));
+  } catch (err) {
+    // storage full or refused: after a reload the lines are counted below a header row
+  }
+}
+
+function keptLines() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(LINES_KEY));
+    return kept && typeof kept === "object" ? kept : {};
+  } catch (err) {
+    return {};
+  }
 }
 
 // The line each data record of a text file starts on: blank lines skipped, a header row not counted.
@@ -359,9 +386,15 @@ function actionCell(row, editable) {
 function counterText(doc) {
   if (doc.status === "rolled_back") return "";  // the summary says it all
   const done = doc.processed_hospitals + doc.failed_hospitals;
-  let text = done + " of " + doc.total_hospitals + " rows done: " + doc.processed_hospitals + " created";
+  const there = alreadyThere(doc);  // counted as processed, but not created by this batch
+  let text = done + " of " + doc.total_hospitals + " rows done: " + (doc.processed_hospitals - there) + " created";
+  if (there) text += ", " + there + " already in the directory";
   if (doc.failed_hospitals) text += ", " + doc.failed_hospitals + " failed";
   return text + ".";
+}
+
+function alreadyThere(doc) {
+  return (doc.hospitals || []).filter((r) => r.status === "already_in_directory").length;  // imports list none
 }
 
 function summaryText(doc) {
@@ -411,6 +444,11 @@ function showBatchActions(doc) {
   $("resume-choice").hidden = !RESUMABLE.includes(status);
   $("activate-choice").hidden = !(ACTIVATABLE.includes(status) && created);
   $("rollback-choice").hidden = !FINAL.includes(status) || status === "rolled_back";
+  const there = alreadyThere(doc);
+  $("rollback-hint").textContent = there
+    ? "Delete the hospitals this batch created from the directory; " +
+      (there === 1 ? "the one that was already there stays." : "the " + there + " that were already there stay.")
+    : "Delete this batch's hospitals from the directory: nothing of this file stays.";
   $("choices-title").hidden = $("activate-choice").hidden;
 }
 
@@ -866,6 +904,7 @@ async function createImport(file) {
     return;
   }
   upload.sentId = result.data.import_id;
+  rememberLines(result.data.import_id);
   showImport(result.data);
   follow(result.data.import_id, IMPORT);
   refreshRecent();
@@ -988,6 +1027,7 @@ async function create() {
     return;
   }
   upload.sentId = result.data.batch_id;
+  rememberLines(result.data.batch_id);
   showBatch(result.data);
   follow(result.data.batch_id);
   refreshRecent();
@@ -1208,6 +1248,7 @@ async function openFromAddress() {
     return;
   }
   const kind = found[1] === "batch" ? BATCH : IMPORT;
+  fileLines = keptLines()[found[2]] || null;
   const doc = (await send("GET", kind.url(found[2]))).data;
   kind.show(doc);
   if (kind.final.includes(doc.status)) {
@@ -1222,7 +1263,7 @@ async function refreshRecent() {
   let batches, imports;
   try {
     [batches, imports] = await Promise.all([
-      send("GET", urls.batches + "?limit=" + RECENT_LIMIT), send("GET", urls.imports + "?limit=" + RECENT_LIMIT)]);
+      send("GET", urls.batches + "?standalone=true&limit=" + RECENT_LIMIT), send("GET", urls.imports + "?limit=" + RECENT_LIMIT)]);
   } catch (err) {
     return;  // e.g. no token yet: the list is a convenience, its absence says enough
   }

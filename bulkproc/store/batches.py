@@ -150,11 +150,14 @@ class BatchRecords(Database):
         return [(r[0], Row(*r[1:])) for r in found]
 
 
-    def recent(self, limit: int) -> list[Batch]:
-        """The newest batches first, with their row counts but not their rows."""
+    def recent(self, limit: int, standalone: bool = False) -> list[Batch]:
+        """The newest batches first, with their row counts but not their rows; with `standalone`,
+        only the batches uploaded on their own (none of an import's)."""
+        query = select(batches).order_by(batches.c.created_at.desc(), batches.c.id).limit(limit)
+        if standalone:
+            query = query.where(batches.c.id.not_in(select(import_batches.c.batch_id)))
         with self._read() as conn:
-            found = conn.execute(select(batches).order_by(batches.c.created_at.desc(), batches.c.id)
-                                 .limit(limit)).all()
+            found = conn.execute(query).all()
             counts: dict[str, dict[str, int]] = {b.id: {} for b in found}
             for batch_id, status, count in conn.execute(
                     select(batch_rows.c.batch_id, batch_rows.c.status, func.count())

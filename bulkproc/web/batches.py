@@ -15,6 +15,7 @@ from .requests import (
     idempotency_key,
     json_object_body,
     list_limit,
+    query_flag,
     mark_in_directory,
     read_options,
     upload_fingerprint,
@@ -86,7 +87,7 @@ def validate_batch():
 
 @bp.get("")
 def list_batches():
-    return jsonify({"batches": _jobs().recent(list_limit())})
+    return jsonify({"batches": _jobs().recent(list_limit(), query_flag("standalone"))})
 
 
 @bp.get("/<batch_id>")

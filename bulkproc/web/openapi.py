@@ -238,6 +238,9 @@ PARAMETERS: Json = {
     "Limit": {"name": "limit", "in": "query", "required": False,
               "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 20},
               "description": "How many, newest first."},
+    "Standalone": {"name": "standalone", "in": "query", "required": False,
+                   "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+                   "description": "`true`: only the batches uploaded on their own, none of an import's."},
     "Async": {"name": "async", "in": "query", "required": False, "schema": {"type": "string"},
               "description": "`1`, `true` or `yes`: answer `202` at once and go on in the background."},
     "Prefer": {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
@@ -385,7 +388,7 @@ def _batch_paths() -> Json:
                 body=_upload_body("The CSV in the multipart field `file`; `async` may come here too.", "Upload")),
             "get": _operation("list_batches", "Recent batches, newest first, without rows", "batches",
                               {**_ok("The summaries.", "BatchList"), **_errors(400, 401, *STORE)},
-                              parameters=("Limit",)),
+                              parameters=("Limit", "Standalone")),
         },
         "/hospitals/bulk/validate": {
             "post": _operation("validate_batch", "Check a CSV without creating anything", "batches",

@@ -219,6 +219,15 @@ def list_limit(default: int = 20) -> int:
     return int(text)
 
 
+def query_flag(name: str) -> bool:
+    """A yes-or-no `?name=` of a listing: `true` or `false` (the default), or MalformedRequest."""
+    text = request.args.get(name, "false")
+    if text not in ("true", "false"):
+        raise MalformedRequest(f"{name} must be true or false.",
+                               [{"row": None, "column": name, "message": f"{text[:20]!r} is not allowed."}])
+    return text == "true"
+
+
 def validation_document(inspection: Inspection) -> dict[str, Any]:
     """The answer of a validation: every data row counted, the problems, and the rows as they would be created."""
     document = {

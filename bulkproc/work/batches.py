@@ -109,9 +109,9 @@ class Jobs:
         batch = self.load(batch_id)
         return batch_document(batch, batch.read_at)
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """Summaries of the newest `limit` batches, newest first."""
-        return [summary_document(b, b.read_at) for b in self.store.recent(limit)]
+    def recent(self, limit: int, standalone: bool = False) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` batches, newest first (with `standalone`, none of an import's)."""
+        return [summary_document(b, b.read_at) for b in self.store.recent(limit, standalone)]
 
     def watch(self, batch_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
         """The batch's document now and after each change, whichever process makes it, or None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port
 
 # A few stores per test, each pooling up to 40 connections under load; the default 100 is tight.
 MAX_CONNECTIONS = 300
@@ -28,12 +29,6 @@ def _pg_bin() -> Path | None:
     versions = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
     versions.sort(key=lambda bin_dir: int(bin_dir.parent.name) if bin_dir.parent.name.isdigit() else 0)
     return versions[-1] if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Server:
@@ -67,7 +62,7 @@ class _Server:
                   "--no-locale", "--no-sync")
         # A port found free can be taken before the server binds it; try a few.
         for attempt in range(5):
-            self.port = _free_port()
+            self.port = free_port()
             options = (f"-F -p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
                        f"-c max_connections={MAX_CONNECTIONS} -c full_page_writes=off "
                        "-c synchronous_commit=off")

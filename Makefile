@@ -25,8 +25,15 @@ $(STAMP): requirements.txt requirements-cli.txt requirements-dev.txt pyproject.t
 run: $(STAMP)
 	@PORT=$(PORT) SIMULATOR_PORT=$(SIMULATOR_PORT) $(PY) scripts/run.py
 
+# The suite in TEST_WORKERS processes (pytest-xdist; tests sharing a module's fixture stay on one),
+# then the tests marked serial (wall-clock bounds, docker builds) alone, with nothing else running.
+# Both parts run even if the first fails; Ctrl-C (pytest's exit status 2) stops both.
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	$(PY) -m pytest
+	@status=0; \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" || status=$$?; \
+	[ $$status -eq 2 ] || $(PY) -m pytest -p no:xdist -m serial || status=$$?; \
+	exit $$status
 
 # The chaos tests with many fresh examples (make test runs a small derandomized budget):
 # upstream faults and kills of one process (test_chaos.py), and two instances on one store with

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.support import free_port
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_SECONDS = 30
@@ -27,7 +29,8 @@ def start_chromium(*, window: str = "1000,900", performance_log: bool = False):
         options.add_argument(arg)
     if performance_log:
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    # Our free_port, not selenium's: its port is free only until another xdist worker picks it.
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER, port=free_port()))
 
 
 def choose_file(driver, tmp_path, text):

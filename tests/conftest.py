@@ -26,6 +26,24 @@ settings.register_profile("ci", derandomize=True, **_GENERATED)
 settings.register_profile("long", **_GENERATED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# A session fixture (the PostgreSQL server) is set up once per worker anyway, and cheaply.
+_SHARED_SCOPES = ("class", "module", "package")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for `--dist loadgroup`: the serial ones together, and a module's tests that share
+    one of its fixtures (a Chromium, a served cluster) on one worker, so that it is set up once."""
+    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: no groups, nor their marker
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("serial"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        elif any(defs[-1].scope in _SHARED_SCOPES for defs in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
 
 @pytest.fixture
 def upstream() -> Iterator[ServedSimulator]:

@@ -59,10 +59,22 @@ def metric(exposition: str, sample: str, **labels: str) -> float:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nobody listens on, kept from other processes' free ports for a minute.
+
+    The port is left in TIME_WAIT: the kernel hands it to no other bind(0) or outgoing connection
+    meanwhile (other xdist workers pick ports too), while a server binding it with SO_REUSEADDR,
+    as gunicorn, werkzeug, PostgreSQL and scripts/run.py do, gets it at once.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the side that closes first keeps the port in TIME_WAIT
+            client.recv(1)  # its end of file: the close was seen, so TIME_WAIT has begun
+    return port
 
 
 class ServedApp:

@@ -81,7 +81,8 @@ def _missing_docker() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.container
+# serial: one docker build at a time, and no load of the suite's beside the timing checks.
+pytestmark = [pytest.mark.container, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,8 @@ def _ctrl_c(tmp_path: Path, busy: bool) -> tuple[float, str]:
     return took, log.read_text(errors="replace")
 
 
+# serial: the 5 s bound is for make run on its own, not beside three busy xdist workers.
+@pytest.mark.serial
 @pytest.mark.parametrize("attempt", range(6))
 def test_ctrl_c_stops_an_idle_make_run_cleanly_every_time(tmp_path, attempt):
     took, output = _ctrl_c(tmp_path, busy=False)
@@ -154,6 +156,7 @@ def test_ctrl_c_stops_an_idle_make_run_cleanly_every_time(tmp_path, attempt):
     assert "Shutting down: Master" in output and "Traceback" not in output, output[-3000:]
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("attempt", range(2))
 def test_ctrl_c_stops_a_busy_make_run_within_five_seconds(tmp_path, attempt):
     # Creations take 5 s in the simulator: a worker waiting on one is killed by gunicorn's master

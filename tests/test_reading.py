@@ -7,7 +7,6 @@ in test_reading_properties.py, the header words in test_headers.py.
 from __future__ import annotations
 
 import codecs
-import time
 import tracemalloc
 
 import pytest
@@ -255,17 +254,14 @@ def test_a_zip_bomb_is_refused_at_once_in_bounded_memory():
     bomb = spreadsheets.zip_bomb(256)
     assert len(bomb) < 2**20
     tracemalloc.start()
-    started = time.monotonic()
     try:
         inspection = inspect(bomb)
-        elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     (problem,) = inspection.problems
     assert "unpacks to 256 MiB" in problem.message
-    assert elapsed < 2.0
-    assert peak < 8 * 2**20, peak
+    assert peak < 8 * 2**20, peak  # refused from the declared sizes, before anything is unpacked
 
 
 def test_a_sheet_spanning_the_whole_grid_is_refused_and_the_worker_lives():

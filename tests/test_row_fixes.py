@@ -227,15 +227,16 @@ def test_the_same_name_at_another_address_is_not_a_duplicate(client, store):
 # --- 409 and 404 -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status, lease_until, row", [
-    ("partially_failed", 0.0, 1),             # the row exists upstream
-    ("processing", time.time() + 3600, 2),    # a live process owns the batch
-    ("queued", time.time() + 3600, 2),
-    ("activating", time.time() + 3600, 2),
-    ("rolled_back", 0.0, 2),
+# The lease is taken in the test, not at collection: test ids must be the same in every xdist worker.
+@pytest.mark.parametrize("status, leased, row", [
+    ("partially_failed", False, 1),  # the row exists upstream
+    ("processing", True, 2),         # a live process owns the batch
+    ("queued", True, 2),
+    ("activating", True, 2),
+    ("rolled_back", False, 2),
 ])
-def test_rows_that_cannot_change_now_are_409(client, store, status, lease_until, row):
-    batch_id = _batch(store, status=status, lease_until=lease_until)
+def test_rows_that_cannot_change_now_are_409(client, store, status, leased, row):
+    batch_id = _batch(store, status=status, lease_until=time.time() + 3600 if leased else 0.0)
 
     response = client.patch(f"/hospitals/bulk/{batch_id}/rows/{row}", json={"phone": "555-0199"})
 

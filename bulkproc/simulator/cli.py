@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_stdout()
     try:
         with serve(sim, args.host, args.port, args.verbose) as served:
-            print(f"Hospital Directory simulator listening on {served.url}", flush=True)
+            # Armed before the line is printed: a client that reads it and calls at once is counted.
             if args.refuse_for > 0:
                 served.refuse_connections(args.refuse_for, after_requests=args.refuse_after)
+            print(f"Hospital Directory simulator listening on {served.url}", flush=True)
             threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(PY) bench/import_scale.py
 	$(PY) bench/validator_cost.py
 	$(PY) bench/directory_match.py
+	$(PY) bench/webhook_latency.py
+	$(PY) bench/cli_start.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -1,5 +1,5 @@
 """What both API blueprints read from a request alike, and answer alike: the upload, how to read it
-and its key, a listing's limit, a JSON body, a validation, and CSV files."""
+and its key, a listing's limit, a JSON body, a document, a validation, and CSV files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from flask import Response, request
+from flask import Response, jsonify, request
+from pydantic import BaseModel
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import MalformedRequest
@@ -232,6 +233,13 @@ def validation_document(inspection: Inspection) -> dict[str, Any]:
     if not inspection.valid and len(json.dumps(document)) > MAX_REFUSAL_BYTES:
         document["hospitals"] = []
     return document
+
+
+def answer(document: BaseModel, status: int = 200) -> Response:
+    """A JSON response of one of the contract's documents."""
+    response = jsonify(document.model_dump(mode="json"))
+    response.status_code = status
+    return response
 
 
 def csv_file(lines: Iterator[str], filename: str) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
 from ..contract import BatchList
 from ..files import results, rules
@@ -17,7 +17,6 @@ from .requests import (
     idempotency_key,
     json_object_body,
     list_limit,
-    mark_in_directory,
     read_options,
     upload_fingerprint,
     uploaded_csv,
@@ -82,7 +81,7 @@ def validate_batch():
     found = None
     if existing == "skip":  # a refused file causes no upstream call: its rows read null
         found = _jobs().find_in_directory(inspection.rows) if inspection.valid else {}
-    return jsonify(mark_in_directory(validation_document(inspection), found))
+    return answer(validation_document(inspection, found))
 
 
 @bp.get("")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask import Blueprint, Response, current_app, url_for
 
 from ..contract import ImportList
 from ..files import results, rules
@@ -14,7 +14,6 @@ from .requests import (
     existing_choice,
     idempotency_key,
     list_limit,
-    mark_in_directory,
     read_options,
     upload_fingerprint,
     uploaded_csv,
@@ -60,7 +59,7 @@ def validate_import():
     found = None
     if existing == "skip":  # a refused file causes no upstream call: its rows read null
         found = _imports().jobs.find_in_directory(inspection.rows) if inspection.valid else {}
-    return jsonify(mark_in_directory(validation_document(inspection), found))
+    return answer(validation_document(inspection, found))
 
 
 @bp.get("")

@@ -146,7 +146,7 @@ def batch_failed_rows(batch_id: str):
     return csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
 
 
-@bp.patch("/<batch_id>/rows/<int:row>")
+@bp.patch("/<batch_id>/rows/<int(min=1):row>")
 def fix_batch_row(batch_id: str, row: int):
     jobs = _jobs()
     batch = jobs.load(batch_id)

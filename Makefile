@@ -55,6 +55,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bulk_latency.py
 	$(PY) bench/status_latency.py
+	$(PY) bench/document_cost.py
 	$(PY) bench/rate_limited.py
 	$(PY) bench/slow_upstream.py
 	$(PY) bench/import_pacing.py

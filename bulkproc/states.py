@@ -6,6 +6,8 @@ from enum import StrEnum
 
 
 class BatchStatus(StrEnum):
+    """A batch's status."""
+
     QUEUED = "queued"
     PROCESSING = "processing"
     ACTIVATING = "activating"
@@ -21,6 +23,8 @@ class BatchStatus(StrEnum):
 
 
 class RowStatus(StrEnum):
+    """A row's status."""
+
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     CREATED = "created"
@@ -31,6 +35,20 @@ class RowStatus(StrEnum):
     DELETED = "deleted"
     # A row of a cancelled import that never started; a resume creates it.
     CANCELLED = "cancelled"
+
+
+class ImportStatus(StrEnum):
+    """An import's status: its runner's while it runs, then what its batches say."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    PARTIALLY_FAILED = "partially_failed"
+    PARTIALLY_ACTIVATED = "partially_activated"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ROLLED_BACK = "rolled_back"
 
 
 # A batch in one of these states is owned by a live process, as long as its lease holds.

@@ -24,3 +24,14 @@ def test_resuming_a_completed_batch_answers_its_timestamps(service):
     batch_id = service.upload(hospitals_csv(1)).json()["batch_id"]
     document = service.post(f"/hospitals/bulk/{batch_id}/resume").json()
     assert {"created_at", "updated_at"} <= set(document)
+
+
+def test_a_fix_with_a_null_phone_is_taken_as_the_description_allows(service, upstream):
+    """What the positive-data check sends once a null phone is refused (issue 17: the description
+    said a fix may clear the phone with null; the service once answered 422)."""
+    upstream.sim.add_fault("create", "reject_422")
+    document = service.upload(hospitals_csv(1)).json()
+    assert document["status"] == "failed"
+    response = service.http.patch(f"{service.url}/hospitals/bulk/{document['batch_id']}/rows/1",
+                                  json={"address": "0", "name": "0", "phone": None}, timeout=30)
+    assert response.status_code == 200, response.text

@@ -109,11 +109,11 @@ def _kill(process) -> None:
 
 def _resume(jobs, batch_id: str) -> dict:
     """Wait until nobody runs the batch (a killed run's lease lapses), then resume it unless it is done."""
-    wait_until(lambda: jobs.document(batch_id)["status"] not in RUNNING, timeout=30,
+    wait_until(lambda: jobs.document(batch_id).status not in RUNNING, timeout=30,
                what="the batch to be free to resume")
     if jobs.take_over(batch_id):
         jobs.resume(batch_id)
-    return jobs.document(batch_id)
+    return jobs.document(batch_id).model_dump(mode="json")
 
 
 def check_consistent(document: dict, sim) -> None:

@@ -271,4 +271,20 @@ def test_the_console_script_is_the_command_and_loads_none_of_the_service():
     assert scripts == {"bulkproc": "bulkproc.cli.main:main"}
     loaded = subprocess.run([sys.executable, "-c", "import sys, bulkproc.cli.main; print(sorted(sys.modules))"],
                             cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert not {"flask", "sqlalchemy", "rich", "requests", "bulkproc.store"} & set(eval(loaded))
+    assert not {"flask", "sqlalchemy", "rich", "requests", "bulkproc.store", "pydantic",
+                "bulkproc.contract"} & set(eval(loaded))
+
+
+def test_the_command_reads_the_contract_s_documents_by_its_names():
+    """The command reads documents as JSON, without the models (they would cost its start): the
+    names it goes by are the contract's."""
+    from bulkproc import contract, states
+    from bulkproc.cli import service
+
+    assert service.RUNNING == {str(s) for s in states.RUNNING}
+    counts = {"status", "total_hospitals", "processed_hospitals", "failed_hospitals", "processing_time_seconds"}
+    assert counts | {"batch_id", "hospitals"} <= set(contract.BatchDocument.model_fields)
+    assert counts | {"import_id"} <= set(contract.ImportDocument.model_fields)
+    assert {"row", "status"} <= set(contract.RowDocument.model_fields)
+    assert {"error", "details"} == set(contract.Error.model_fields)
+    assert {"row", "column", "message"} <= set(contract.ErrorDetail.model_fields)

@@ -42,6 +42,6 @@ def test_a_duplicate_landing_during_activation_is_deleted_by_the_check_after_it(
     jobs.run(batch_id)
 
     document = jobs.document(batch_id)
-    assert document["status"] == "completed"
-    assert document["hospitals"][0]["hospital_id"] == 7
+    assert document.status == "completed"
+    assert document.hospitals[0].hospital_id == 7
     assert delete.call_count == 1

@@ -219,7 +219,7 @@ def test_a_run_killed_before_its_first_renewal_keeps_its_time(store, clock):
 
     batch = store.get_batch(run.id)
     document = batch_document(batch, batch.read_at)
-    assert (document["status"], document["processing_time_seconds"]) == (BatchStatus.INTERRUPTED, 2.1)
+    assert (document.status, document.processing_time_seconds) == (BatchStatus.INTERRUPTED, 2.1)
 
 
 class FlakyStore:

@@ -17,7 +17,8 @@ import pytest
 from openapi_spec_validator import validate as validate_spec
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from bulkproc.states import BatchStatus, RowStatus
+from bulkproc.contract import schemas as contract_schemas
+from bulkproc.states import BatchStatus, ImportStatus, RowStatus
 from bulkproc.web import openapi
 from tests.browser import start_chromium
 from tests.openapi_conformance import DOCUMENT, assert_conforms
@@ -27,6 +28,8 @@ BAD_CSV = "name,address,phone\nGeneral Hospital,,555-0100\n"
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 # Routes of the app that are not API operations: files of the pages.
 UNDOCUMENTED_ROUTES = {"/static/{filename}", "/docs/{filename}"}
+# The schemas written in openapi.py: the multipart upload form.
+UPLOAD_FORMS = {"Upload", "CsvFile"}
 
 
 def require_route(service, method, path):
@@ -54,9 +57,52 @@ def test_the_document_is_valid_openapi(token_required):
 
 def test_status_enums_hold_every_state_of_the_code():
     schemas = DOCUMENT["components"]["schemas"]
-    assert set(BatchStatus) <= set(schemas["BatchDocument"]["properties"]["status"]["enum"])
-    assert set(RowStatus) <= set(schemas["RowDocument"]["properties"]["status"]["enum"])
-    assert "cancelled" in schemas["BatchDocument"]["properties"]["status"]["enum"]
+    for document, enum in (("BatchDocument", BatchStatus), ("RowDocument", RowStatus),
+                           ("ImportDocument", ImportStatus)):
+        assert schemas[document]["properties"]["status"]["$ref"] == f"#/components/schemas/{enum.__name__}"
+        assert schemas[enum.__name__]["enum"] == [str(s) for s in enum]
+    assert "cancelled" in schemas["BatchStatus"]["enum"]
+
+
+def test_the_schemas_are_generated_from_the_models():
+    schemas = DOCUMENT["components"]["schemas"]
+    assert {name: schemas[name] for name in schemas if name not in UPLOAD_FORMS} == contract_schemas.components()
+    models = [(m, "serialization") for m in contract_schemas.ANSWERED] + [(m, "validation") for m in
+                                                                           contract_schemas.READ]
+    for model, mode in models:
+        own = model.model_json_schema(ref_template=contract_schemas.REF_TEMPLATE, mode=mode,
+                                      schema_generator=contract_schemas.ContractJsonSchema)
+        own.pop("$defs", None)
+        assert own == schemas[model.__name__], model.__name__
+    assert schemas["RowFix"]["additionalProperties"] is False
+
+
+def _bodies(node, where=""):
+    """(where, schema) of every JSON body under `node`, and of every event an event stream carries."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "content":
+                for media_type, media in value.items():
+                    if media_type == "application/json":
+                        yield f"{where} {media_type}", media["schema"]
+                    elif media_type == "text/event-stream":
+                        yield f"{where} {media_type}", media["schema"]["properties"]["data"]["contentSchema"]
+            else:
+                yield from _bodies(value, f"{where}/{key}")
+
+
+def test_no_document_is_described_by_hand():
+    """Every JSON body of a request, a response, an event or a webhook is a model's schema, named by
+    reference; what openapi.py writes itself is parameters, headers, the upload form and the frame
+    of an event stream."""
+    generated = set(contract_schemas.components())
+    bodies = list(_bodies({"paths": DOCUMENT["paths"], "webhooks": DOCUMENT["webhooks"],
+                           "responses": DOCUMENT["components"]["responses"]}))
+    assert len(bodies) > 30
+    for where, schema in bodies:
+        if where.startswith("/paths//openapi.json"):
+            continue  # the description itself
+        assert set(schema) == {"$ref"} and schema["$ref"].rsplit("/", 1)[1] in generated, where
 
 
 def test_every_route_of_the_app_is_documented(app):
@@ -441,7 +487,8 @@ def test_docs_renders_every_operation_and_tries_one_out_offline(browser, service
     browser.get(service.url + "/docs")
     wait.until(expected_conditions.presence_of_element_located(("id", "operations-service-healthz")))
     rendered = {e.get_attribute("id") for e in browser.find_elements("css selector", ".opblock[id]")}
-    documented = {f"operations-{op['tags'][0]}-{op['operationId']}" for item in DOCUMENT["paths"].values()
+    documented = {f"operations-{op['tags'][0]}-{op['operationId']}"
+                  for item in [*DOCUMENT["paths"].values(), *DOCUMENT["webhooks"].values()]
                   for key, op in item.items() if key != "parameters"}
     assert rendered == documented
 

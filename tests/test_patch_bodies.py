@@ -119,3 +119,20 @@ def test_the_service_still_answers_after_every_hostile_body(failed_row):
     for body, _ in HOSTILE.values():
         patch(failed_row, body)
     assert patch(failed_row, json.dumps({"phone": "555-0199"})).status_code == 200
+
+
+def test_unusable_fields_are_named_in_the_body_order_in_the_service_words(failed_row):
+    response = patch(failed_row, json.dumps({"zip": "x", "name": 3, "phone": None, "address": ["x"]}))
+    assert response.status_code == 422
+    details = response.json()["details"]
+    assert [d["column"] for d in details] == ["zip", "name", "address"]
+    assert details[1]["message"] == "The name must be a string (an empty string or null clears a phone)."
+    assert '"zip" is not a field of a row' in details[0]["message"]
+
+
+def test_row_zero_is_no_row_whatever_the_body(failed_row):
+    service, url = failed_row
+    response = service.http.patch(url.rsplit("/", 1)[0] + "/0", data='{"name": 3}',
+                                  headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"

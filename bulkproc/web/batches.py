@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
+from ..contract import BatchList
 from ..files import results, rules
 from ..work import fixes
 from ..work.batches import Jobs
 from .auth import require_token
 from .requests import (
+    answer,
     csv_file,
     existing_choice,
     idempotency_key,
     json_object_body,
     list_limit,
     query_flag,
-    mark_in_directory,
     read_options,
     upload_fingerprint,
     uploaded_csv,
@@ -40,16 +41,15 @@ def _wants_async() -> bool:
 
 def _accepted(batch_id: str) -> Response:
     """202 with the status document and where to follow it."""
-    response = jsonify(_jobs().document(batch_id))
-    response.status_code = 202
+    response = answer(_jobs().document(batch_id), 202)
     response.headers["Location"] = url_for("api.get_batch", batch_id=batch_id)
     if "respond-async" in request.headers.get("Prefer", ""):
         response.headers["Preference-Applied"] = "respond-async"
     return response
 
 
-def _finished(batch_id: str) -> tuple[Response, int]:
-    return jsonify(_jobs().document(batch_id)), 200
+def _finished(batch_id: str) -> Response:
+    return answer(_jobs().document(batch_id))
 
 
 @bp.post("")
@@ -82,17 +82,17 @@ def validate_batch():
     found = None
     if existing == "skip":  # a refused file causes no upstream call: its rows read null
         found = _jobs().find_in_directory(inspection.rows) if inspection.valid else {}
-    return jsonify(mark_in_directory(validation_document(inspection), found))
+    return answer(validation_document(inspection, found))
 
 
 @bp.get("")
 def list_batches():
-    return jsonify({"batches": _jobs().recent(list_limit(), query_flag("standalone"))})
+    return answer(BatchList(batches=_jobs().recent(list_limit(), query_flag("standalone"))))
 
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id: str):
-    return jsonify(_jobs().document(batch_id))
+    return answer(_jobs().document(batch_id))
 
 
 @bp.post("/<batch_id>/resume")
@@ -122,7 +122,7 @@ def activate_batch(batch_id: str):
 @bp.delete("/<batch_id>")
 def roll_back_batch(batch_id: str):
     _jobs().roll_back(batch_id)
-    return jsonify(_jobs().document(batch_id))
+    return answer(_jobs().document(batch_id))
 
 
 @bp.get("/<batch_id>/events")
@@ -132,7 +132,7 @@ def batch_events(batch_id: str):
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
     # updated_at moves with every write; the status also moves when a lease lapses.
     return event_response(document_events(jobs.watch(batch_id, heartbeat),
-                                           lambda d: (d["updated_at"], d["status"]), batch_id))
+                                           lambda d: (d.updated_at, d.status), batch_id))
 
 
 @bp.get("/<batch_id>/results.csv")
@@ -147,9 +147,9 @@ def batch_failed_rows(batch_id: str):
     return csv_file(results.failed_lines((batch.id, row) for row in batch.rows), f"batch-{batch.id}-failed.csv")
 
 
-@bp.patch("/<batch_id>/rows/<int:row>")
+@bp.patch("/<batch_id>/rows/<int(min=1):row>")
 def fix_batch_row(batch_id: str, row: int):
     jobs = _jobs()
     batch = jobs.load(batch_id)
     fixes.fix_row(jobs.store, batch, row, fixes.changes_from(json_object_body(), row), batch.read_at)
-    return jsonify(jobs.document(batch_id))
+    return answer(jobs.document(batch_id))

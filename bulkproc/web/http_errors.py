@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..contract import Error, ErrorDetail
 from ..errors import (
     BatchConflict,
     BatchNotFound,
@@ -23,6 +24,7 @@ from ..errors import (
 )
 from ..files.rules import CsvRejected
 from ..logs import in_batch_context
+from .requests import answer
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,9 @@ HEADERS: dict[int, dict[str, str]] = {
 }
 
 
-def error_body(message: str, details: list[dict] | None = None) -> dict:
-    """The contract's error document."""
-    return {"error": message, "details": details or []}
+def error_document(message: str, details: list[dict] | None = None) -> Error:
+    """The contract's error document; built, not validated: an error must always be answerable."""
+    return Error.model_construct(error=message, details=[ErrorDetail.model_construct(**d) for d in details or []])
 
 
 def _size(limit: int) -> str:
@@ -87,15 +89,16 @@ def register(app: Flask) -> None:
         status = next(code for kind, code in STATUSES.items() if isinstance(exc, kind))
         if isinstance(exc, StoreUnavailable):
             exc = _store_failure(exc)
-        return jsonify(error_body(exc.message, exc.details)), status, HEADERS.get(status, {})
+        response = answer(error_document(exc.message, exc.details), status)
+        response.headers.update(HEADERS.get(status, {}))
+        return response
 
     for exception in STATUSES:
         app.register_error_handler(exception, domain_error)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        response = jsonify(error_body(_http_message(exc)))
-        response.status_code = exc.code or 500
+        response = answer(error_document(_http_message(exc)), exc.code or 500)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
@@ -103,4 +106,4 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
-        return jsonify(error_body("Something went wrong on our side; the error is logged.")), 500
+        return answer(error_document("Something went wrong on our side; the error is logged."), 500)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, url_for
+from flask import Blueprint, Response, current_app, url_for
 
+from ..contract import ImportList
 from ..files import results, rules
 from ..work.imports import Imports
 from .auth import require_token
 from .requests import (
+    answer,
     csv_file,
     existing_choice,
     idempotency_key,
     list_limit,
-    mark_in_directory,
     read_options,
     upload_fingerprint,
     uploaded_csv,
@@ -30,8 +31,7 @@ def _imports() -> Imports:
 
 def _accepted(import_id: str, status: int = 202) -> Response:
     """The import document, with where to follow it."""
-    response = jsonify(_imports().document(import_id))
-    response.status_code = status
+    response = answer(_imports().document(import_id), status)
     response.headers["Location"] = url_for("imports.get_import", import_id=import_id)
     return response
 
@@ -59,24 +59,24 @@ def validate_import():
     found = None
     if existing == "skip":  # a refused file causes no upstream call: its rows read null
         found = _imports().jobs.find_in_directory(inspection.rows) if inspection.valid else {}
-    return jsonify(mark_in_directory(validation_document(inspection), found))
+    return answer(validation_document(inspection, found))
 
 
 @bp.get("")
 def list_imports():
-    return jsonify({"imports": _imports().recent(list_limit())})
+    return answer(ImportList(imports=_imports().recent(list_limit())))
 
 
 @bp.get("/<import_id>")
 def get_import(import_id: str):
-    return jsonify(_imports().document(import_id))
+    return answer(_imports().document(import_id))
 
 
 @bp.post("/<import_id>/cancel")
 def cancel_import(import_id: str):
     # Rows in flight still finish, so the import reads `cancelled` a moment after this answer.
     _imports().cancel(import_id)
-    return jsonify(_imports().document(import_id))
+    return answer(_imports().document(import_id))
 
 
 @bp.post("/<import_id>/resume")
@@ -100,7 +100,7 @@ def activate_import(import_id: str):
 @bp.delete("/<import_id>")
 def roll_back_import(import_id: str):
     _imports().roll_back(import_id)
-    return jsonify(_imports().document(import_id))
+    return answer(_imports().document(import_id))
 
 
 @bp.get("/<import_id>/events")
@@ -110,7 +110,7 @@ def import_events(import_id: str):
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
     return event_response(document_events(
         imports.watch(import_id, heartbeat),
-        lambda d: (d["updated_at"], d["status"], d["processed_hospitals"]), import_id))
+        lambda d: (d.updated_at, d.status, d.processed_hospitals), import_id))
 
 
 # -- result files: the batches' format, every row of the import in file order ---------------

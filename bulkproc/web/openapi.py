@@ -1,25 +1,21 @@
-"""The service's OpenAPI 3.1 description: every endpoint, request, document and error of the contract.
+"""The service's OpenAPI 3.1 description: every endpoint, request and error of the contract, in words.
 
 The document is data built from small helpers, so that each operation reads as one table entry:
-its parameters, its body, and the responses it can give. Schemas, parameters, headers and error
-responses are shared through `components`; status names come from `states.py` where they live,
-completed with the contract's lists.
+its parameters, its body, and the responses it can give. The documents' schemas are generated
+from the contract's models (bulkproc/contract); what is written here is the paths, their
+parameters, headers and error responses, the words, and the multipart upload form, which no model
+parses (web/requests.py reads its parts one by one).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..contract.schemas import components
 from ..files.headers import FIELDS as FILE_FIELDS
-from ..states import BatchStatus, RowStatus
 from .requests import MAX_LIST_LIMIT
 
 OPENAPI_VERSION = "3.1.0"
-
-BATCH_STATUSES = [str(s) for s in BatchStatus]
-ROW_STATUSES = [str(s) for s in RowStatus]
-IMPORT_STATUSES = ["queued", "processing", "completed", "partially_failed", "partially_activated", "failed",
-                   "cancelled", "interrupted", "rolled_back"]
 
 # Path prefixes the API token protects (BULKPROC_API_TOKEN); everything else stays open.
 PROTECTED_PREFIXES = ("/hospitals/bulk", "/hospitals/imports")
@@ -31,147 +27,9 @@ def _ref(kind: str, name: str) -> Json:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
-def _nullable(schema: Json) -> Json:
-    return {"oneOf": [schema, {"type": "null"}]}
-
-
-def _object(properties: Json, required: list[str] | None = None, **extra: Any) -> Json:
-    """An object schema whose `required` defaults to every property."""
-    return {"type": "object", "required": list(properties) if required is None else required,
-            "properties": properties, **extra}
-
-
-def _list_of(schema: Json, **extra: Any) -> Json:
-    return {"type": "array", "items": schema, **extra}
-
-
-COUNT = {"type": "integer", "minimum": 0}
-TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}
 UUID = {"type": "string", "format": "uuid"}
 
-# -- schemas -----------------------------------------------------------------------------------
-
-ERROR_DETAIL = _object({
-    "row": {**_nullable({"type": "integer", "minimum": 1}),
-            "description": "Data row number, counting from 1; null when the problem is not about one row."},
-    "column": {**_nullable({"type": "string"}), "description": "Column or field name; null when none applies."},
-    "message": {"type": "string", "description": "What is wrong and how to fix it."},
-    "line": {**_nullable({"type": "integer", "minimum": 1}),
-             "description": "The line of the text file, or the sheet row of a workbook, where the problem is; "
-                            "null when none applies. Problems of a file only."},
-}, ["row", "column", "message"])
-
-ERROR = _object({
-    "error": {"type": "string", "description": "One sentence."},
-    "details": _list_of(_ref("schemas", "ErrorDetail"), description="May be empty."),
-}, description="Every error answers this document.")
-
-ROW_DOCUMENT = _object({
-    "row": {"type": "integer", "minimum": 1, "description": "The data row of the uploaded file."},
-    "hospital_id": {**_nullable({"type": "integer"}), "description": "The upstream's id once created."},
-    "name": {"type": "string"},
-    "status": {"type": "string", "enum": ROW_STATUSES},
-    "error": {**_nullable({"type": "string"}), "description": "Why the row failed; null otherwise."},
-})
-
-_BATCH_FIELDS: Json = {
-    "batch_id": UUID,
-    "status": {"type": "string", "enum": BATCH_STATUSES,
-               "description": "`partially_failed`, `failed` and `interrupted` batches can be resumed; "
-                              "`partially_activated` is final (finished without its failed rows)."},
-    "total_hospitals": COUNT,
-    "processed_hospitals": {**COUNT, "description": "Rows that exist upstream."},
-    "failed_hospitals": {**COUNT, "description": "Rows that do not."},
-    "processing_time_seconds": {"type": "number", "minimum": 0,
-                                "description": "Wall time of the processing, every run added up."},
-    "batch_activated": {"type": "boolean"},
-    "error": {**_nullable({"type": "string"}), "description": "Why the batch stopped, when it did."},
-    "hospitals": _list_of(_ref("schemas", "RowDocument")),
-    "created_at": TIMESTAMP,
-    "updated_at": TIMESTAMP,
-}
-_OPTIONAL_BATCH_FIELDS = ("error",)
-
-BATCH_DOCUMENT = _object(_BATCH_FIELDS, [f for f in _BATCH_FIELDS if f not in _OPTIONAL_BATCH_FIELDS],
-                         description="A batch as it stands: counts so far and every row's state.")
-
-_SUMMARY_FIELDS = {k: v for k, v in _BATCH_FIELDS.items() if k != "hospitals"}
-BATCH_SUMMARY = _object(_SUMMARY_FIELDS, [f for f in _SUMMARY_FIELDS if f not in _OPTIONAL_BATCH_FIELDS],
-                        description="A batch document without its rows.")
-
-BATCH_LIST = _object({"batches": _list_of(_ref("schemas", "BatchSummary"),
-                                          description="Newest first.")})
-
-VALIDATION = _object({
-    "valid": {"type": "boolean"},
-    "total_hospitals": {**COUNT, "description": "Every data row of the file."},
-    "errors": _list_of(_ref("schemas", "ErrorDetail")),
-    "hospitals": _list_of(_object({
-        "row": {"type": "integer", "minimum": 1},
-        "name": {"type": "string"},
-        "address": {"type": "string"},
-        "phone": _nullable({"type": "string"}),
-        "already_in_directory": {**_nullable({"type": "integer"}),
-                                 "description": "With `existing=skip` only: the id of the active hospital "
-                                                "that already holds this name and address, or null."},
-    }, ["row", "name", "address", "phone"]), description="The rows as they would be created; none when the file is over the row limit."),
-    "file": _ref("schemas", "FileReading"),
-}, description="The verdict on a file; nothing is created.")
-
-FILE_READING = _object({
-    "format": {**_nullable({"type": "string", "enum": ["csv", "xlsx", "xlsb", "xls", "ods"]}),
-               "description": "What the bytes are; null when they are none of the formats read."},
-    "encoding": {"type": "string", "description": "Text only: the encoding that read it (`utf-8`, `utf-16`, "
-                                                  "or the `encoding` sent)."},
-    "delimiter": {"type": "string", "enum": [",", ";", "\t", "|"], "description": "Text only."},
-    "sheet": {"type": "string", "description": "Workbooks only: the sheet read."},
-    "sheets": _list_of({"type": "string"}, description="Workbooks only: every sheet, in order."),
-    "suggested_encoding": {"type": "string", "description": "Text that is not UTF-8: the encoding it most "
-                                                            "likely has, to send as `encoding`."},
-    "header": {"type": "boolean", "description": "Whether the first row was read as a header."},
-    "columns": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "Header cell -> field (name, address, address2, city, state, postal_code, phone)."},
-    "ignored_columns": _list_of({"type": "string"}, description="Header cells that were not read."),
-}, ["format", "header", "columns", "ignored_columns"], description="How the file was read.")
-
-_IMPORT_BATCH_FIELDS: Json = {
-    "batch_id": UUID,
-    "first_row": {"type": "integer", "minimum": 1},
-    "last_row": {"type": "integer", "minimum": 1},
-    "status": {"type": "string", "enum": BATCH_STATUSES},
-    "total_hospitals": COUNT,
-    "processed_hospitals": COUNT,
-    "failed_hospitals": COUNT,
-    "batch_activated": {"type": "boolean"},
-}
-IMPORT_BATCH = _object({**_IMPORT_BATCH_FIELDS, "created_at": TIMESTAMP, "updated_at": TIMESTAMP},
-                       list(_IMPORT_BATCH_FIELDS),
-                       description="One batch of the import; its whole document is at /hospitals/bulk/{batch_id}.")
-
-_IMPORT_FIELDS: Json = {
-    "import_id": UUID,
-    "status": {"type": "string", "enum": IMPORT_STATUSES},
-    "total_hospitals": COUNT,
-    "processed_hospitals": COUNT,
-    "failed_hospitals": COUNT,
-    "processing_time_seconds": {"type": "number", "minimum": 0},
-    "estimated_seconds_remaining": {**_nullable({"type": "number", "minimum": 0}),
-                                    "description": "From the rate limit and what is left; null when final."},
-    "batches": _list_of(_ref("schemas", "ImportBatch"), description="In file order."),
-    "created_at": TIMESTAMP,
-    "updated_at": TIMESTAMP,
-}
-IMPORT_DOCUMENT = _object(_IMPORT_FIELDS, description="An import: a file split into ordinary batches.")
-IMPORT_SUMMARY = _object({k: v for k, v in _IMPORT_FIELDS.items() if k != "batches"},
-                         description="An import document without its batches.")
-IMPORT_LIST = _object({"imports": _list_of(_ref("schemas", "ImportSummary"), description="Newest first.")})
-
-ROW_FIX = {
-    "type": "object", "minProperties": 1,
-    "properties": {"name": {"type": "string"}, "address": {"type": "string"},
-                   "phone": {**_nullable({"type": "string"}), "description": "Empty or null: no phone."}},
-    "description": "New values for a failed row, checked by the CSV rules.",
-}
+# -- the upload form ---------------------------------------------------------------------------
 
 _CSV_FILE = {"type": "string", "format": "binary",
              "description": "A CSV (UTF-8, UTF-16 with a byte-order mark, or the `encoding` named; `,` `;` tab "
@@ -204,15 +62,11 @@ UPLOAD = {"type": "object", "required": ["file"],
           "properties": {"file": _CSV_FILE, **_READING_FIELDS, "existing": _EXISTING,
                          "async": {"description": "`1`, `true` or `yes`: answer `202` at once."}}}
 
-SCHEMAS: Json = {
-    "Error": ERROR, "ErrorDetail": ERROR_DETAIL, "RowDocument": ROW_DOCUMENT,
-    "BatchDocument": BATCH_DOCUMENT, "BatchSummary": BATCH_SUMMARY, "BatchList": BATCH_LIST,
-    "Validation": VALIDATION, "FileReading": FILE_READING, "ImportBatch": IMPORT_BATCH, "ImportDocument": IMPORT_DOCUMENT,
-    "ImportSummary": IMPORT_SUMMARY, "ImportList": IMPORT_LIST, "RowFix": ROW_FIX,
-    "Upload": UPLOAD, "CsvFile": CSV_FILE,
-    "Health": _object({"status": {"type": "string", "const": "ok"}}),
-    "Ready": _object({"status": {"type": "string", "const": "ready"}}),
-}
+
+def _schemas() -> Json:
+    """The models' schemas, and the upload form's."""
+    return {**components(), "Upload": UPLOAD, "CsvFile": CSV_FILE}
+
 
 # -- headers, parameters, error responses ----------------------------------------------------------
 
@@ -538,6 +392,33 @@ def _import_paths() -> Json:
     }
 
 
+# The Standard Webhooks headers of every announcement.
+_WEBHOOK_HEADERS = (
+    ("webhook-id", "The event's id, the same on every retry: a receiver can drop repeats."),
+    ("webhook-timestamp", "Seconds since the epoch when this attempt was signed."),
+    ("webhook-signature", "`v1,<base64 HMAC-SHA256 of id.timestamp.body>` with the BULKPROC_WEBHOOK_SECRET key."),
+)
+
+
+def _webhook(operation_id: str, summary: str, schema_name: str) -> Json:
+    """A POST the service sends to BULKPROC_WEBHOOK_URL."""
+    operation = _operation(
+        operation_id, summary, "webhooks",
+        {"2XX": {"description": "Delivered."},
+         "410": {"description": "Gone: the event is not sent again."},
+         "default": {"description": "Tried again later, backing off from seconds to hours, for about three days."}},
+        body={"required": True, "content": _json_content(_ref("schemas", schema_name))})
+    operation["parameters"] = [{"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+                                "description": text} for name, text in _WEBHOOK_HEADERS]
+    return {"post": operation}
+
+
+WEBHOOKS: Json = {
+    "batch.finished": _webhook("batch_finished", "A batch reached a final state", "BatchFinished"),
+    "import.finished": _webhook("import_finished", "An import reached a final state", "ImportFinished"),
+}
+
+
 def _open_paths() -> Json:
     return {
         "/": {"get": _operation("upload_page", "The upload page", "service",
@@ -581,9 +462,11 @@ def document(*, token_required: bool = False) -> Json:
                                 "\"message\"}]}`."},
         "tags": [{"name": "batches", "description": "Up to BULKPROC_MAX_ROWS rows at once."},
                  {"name": "imports", "description": "Files of any size, split into batches."},
-                 {"name": "service", "description": "Open to everyone, token or not."}],
+                 {"name": "service", "description": "Open to everyone, token or not."},
+                 {"name": "webhooks", "description": "What the service POSTs to BULKPROC_WEBHOOK_URL."}],
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "parameters": PARAMETERS, "headers": HEADERS,
+        "webhooks": WEBHOOKS,
+        "components": {"schemas": _schemas(), "parameters": PARAMETERS, "headers": HEADERS,
                        "responses": RESPONSES, "links": LINKS,
                        "securitySchemes": {"bearerAuth": {
                            "type": "http", "scheme": "bearer",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+from flask import Blueprint, Response, current_app, render_template
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
+from ..contract import Health, Ready
 from ..errors import StoreUnavailable
-from .http_errors import error_body
+from .http_errors import error_document
+from .requests import answer
 
 bp = Blueprint("pages", __name__)
 log = logging.getLogger(__name__)
@@ -24,7 +26,7 @@ def upload_page():
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify({"status": "ok"})
+    return answer(Health(status="ok"))
 
 
 @bp.get("/metrics")
@@ -43,5 +45,5 @@ def readyz():
         cause = exc.reason if isinstance(exc, StoreUnavailable) else str(getattr(exc, "orig", None) or exc)
         cause = cause.splitlines()[0]
         log.warning("readiness check: the job store does not answer: %s", cause)
-        return jsonify(error_body("The job store is not answering.")), 503
-    return jsonify({"status": "ready"})
+        return answer(error_document("The job store is not answering."), 503)
+    return answer(Ready(status="ready"))

@@ -1,5 +1,5 @@
 """What both API blueprints read from a request alike, and answer alike: the upload, how to read it
-and its key, a listing's limit, a JSON body, a validation, and CSV files."""
+and its key, a listing's limit, a JSON body, a document, a validation, and CSV files."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from flask import Response, request
+from flask import Response, jsonify, request
+from pydantic import BaseModel
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..contract import Validation
 from ..errors import MalformedRequest
 from ..files.headers import FIELDS, IGNORE
 from ..files.problems import MAX_LISTED_PROBLEMS, quoted
 from ..files.reading import ReadOptions
-from ..files.rules import Inspection
+from ..files.rules import HospitalRow, Inspection
 from ..files.text import charset, unknown_encoding_message
 
 MAX_LIST_LIMIT = 100
@@ -200,15 +202,6 @@ def upload_fingerprint(data: bytes, existing: str, options: ReadOptions) -> str:
     return digest.hexdigest()
 
 
-def mark_in_directory(document: dict[str, Any], found: dict[int, int] | None) -> dict[str, Any]:
-    """A validation answer whose rows each say `already_in_directory` (the hospital id, or null); as it
-    is when the directory was not asked (`found` None)."""
-    if found is not None:
-        for hospital in document["hospitals"]:
-            hospital["already_in_directory"] = found.get(hospital["row"])
-    return document
-
-
 def list_limit(default: int = 20) -> int:
     """A listing's `?limit=`, 1 to MAX_LIST_LIMIT, or MalformedRequest."""
     text = request.args.get("limit", str(default))
@@ -228,19 +221,30 @@ def query_flag(name: str) -> bool:
     return text == "true"
 
 
-def validation_document(inspection: Inspection) -> dict[str, Any]:
-    """The answer of a validation: every data row counted, the problems, and the rows as they would be created."""
-    document = {
-        "valid": inspection.valid,
-        "total_hospitals": inspection.total,
-        "errors": [p.as_dict() for p in inspection.problems],
-        "hospitals": [{"row": r.row, "name": r.name, "address": r.address, "phone": r.phone}
-                      for r in inspection.rows],
-        "file": inspection.file,
-    }
-    if not inspection.valid and len(json.dumps(document)) > MAX_REFUSAL_BYTES:
-        document["hospitals"] = []
+def validation_document(inspection: Inspection, found: dict[int, int] | None) -> Validation:
+    """The answer of a validation: every data row counted, the problems, the rows as they would be
+    created (each saying `already_in_directory`, the hospital id or null, when the directory was
+    asked: `found` not None), and how the file was read."""
+    document = Validation(valid=inspection.valid, total_hospitals=inspection.total,
+                          errors=[p.as_dict() for p in inspection.problems],
+                          hospitals=[_validation_row(r, found) for r in inspection.rows], file=inspection.file)
+    if not inspection.valid and len(json.dumps(document.model_dump(mode="json"))) > MAX_REFUSAL_BYTES:
+        document = document.model_copy(update={"hospitals": []})
     return document
+
+
+def _validation_row(row: HospitalRow, found: dict[int, int] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"row": row.row, "name": row.name, "address": row.address, "phone": row.phone}
+    if found is not None:
+        fields["already_in_directory"] = found.get(row.row)
+    return fields
+
+
+def answer(document: BaseModel, status: int = 200) -> Response:
+    """A JSON response of one of the contract's documents."""
+    response = jsonify(document.model_dump(mode="json"))
+    response.status_code = status
+    return response
 
 
 def csv_file(lines: Iterator[str], filename: str) -> Response:

@@ -10,16 +10,19 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TypeVar
 
 from flask import Response, current_app
 
+from ..contract import BatchDocument, ImportDocument
 from ..errors import StoreUnavailable, TooManyStreams
 from ..logs import in_batch_context
 
 __all__ = ["StreamSlots", "document_events", "event_response"]
 
 log = logging.getLogger(__name__)
+
+Document = TypeVar("Document", BatchDocument, ImportDocument)
 
 
 class StreamSlots:
@@ -88,10 +91,11 @@ def event_response(events: Iterator[str]) -> Response:
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def document_events(documents: Iterable[dict[str, Any] | None], key: Callable[[dict[str, Any]], object],
+def document_events(documents: Iterable[Document | None], key: Callable[[Document], object],
                     subject: str) -> Iterator[str]:
-    """Server-sent events of `subject` (a batch or import id): one per document whose `key` moved, a
-    comment for each None (a quiet spell), and the end when the documents end or the store fails."""
+    """Server-sent events of `subject` (a batch or import id): one per document whose `key` moved, its
+    JSON as the event's data; a comment for each None (a quiet spell), and the end when the documents
+    end or the store fails."""
     yield "retry: 2000\n\n"
     sent = None
     try:
@@ -100,7 +104,7 @@ def document_events(documents: Iterable[dict[str, Any] | None], key: Callable[[d
                 yield ": keep-alive\n\n"
             elif key(document) != sent:
                 sent = key(document)
-                yield f"data: {json.dumps(document)}\n\n"
+                yield f"data: {json.dumps(document.model_dump(mode='json'))}\n\n"
     except StoreUnavailable as exc:
         # The client reconnects by itself, and hears 503 until the store answers again.
         in_batch_context(subject, log.warning)("event stream ended: the job store is unavailable (%s)", exc.reason)

@@ -15,9 +15,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TypeVar
 
 from .. import metrics
+from ..contract import BatchDocument, BatchSummary, ImportDocument
 from ..errors import BatchConflict, BatchNotFound, RunLost, StoreUnavailable, UpstreamError, UpstreamUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_batch_context, log_finished
@@ -104,16 +105,16 @@ class Jobs:
             raise BatchNotFound(batch_id)
         return batch
 
-    def document(self, batch_id: str) -> dict[str, Any]:
+    def document(self, batch_id: str) -> BatchDocument:
         """The batch's status document now; raises BatchNotFound."""
         batch = self.load(batch_id)
         return batch_document(batch, batch.read_at)
 
-    def recent(self, limit: int, standalone: bool = False) -> list[dict[str, Any]]:
+    def recent(self, limit: int, standalone: bool = False) -> list[BatchSummary]:
         """Summaries of the newest `limit` batches, newest first (with `standalone`, none of an import's)."""
         return [summary_document(b, b.read_at) for b in self.store.recent(limit, standalone)]
 
-    def watch(self, batch_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
+    def watch(self, batch_id: str, quiet_after: float) -> Iterator[BatchDocument | None]:
         """The batch's document now and after each change, whichever process makes it, or None
         when `quiet_after` seconds pass without one; ends after the first final document."""
         return follow(lambda: self.store.version(batch_id), lambda: self.document(batch_id),
@@ -498,6 +499,10 @@ def _outcome(batch: Batch) -> str:
     return BatchStatus.FAILED
 
 
+# A batch's or an import's document: what follow() yields.
+Followed = TypeVar("Followed", BatchDocument, ImportDocument)
+
+
 def is_uuid(text: str) -> bool:
     """Whether `text` is a UUID in its canonical form (any case): the only ids we hand out."""
     try:
@@ -506,16 +511,16 @@ def is_uuid(text: str) -> bool:
         return False
 
 
-def follow(version: Callable[[], int | None], document: Callable[[], dict[str, Any]],
+def follow(version: Callable[[], int | None], document: Callable[[], Followed],
            wait_for_change: Callable[[int | None, float], object], final: Collection[str],
-           quiet_after: float) -> Iterator[dict[str, Any] | None]:
+           quiet_after: float) -> Iterator[Followed | None]:
     """A document now and after each change of its `version`, whichever process makes it, or None
     when `quiet_after` seconds pass without one; ends after the first document whose status is final."""
     while True:
         seen = version()  # read before the document, so that no change falls between the two
         current = document()
         yield current
-        if current["status"] in final:
+        if current.status in final:
             return
         started = time.monotonic()
         wait_for_change(seen, quiet_after)

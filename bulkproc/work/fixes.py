@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from ..contract import RowFix
 from ..errors import BatchConflict, RowNotFound, RowRefused
 from ..files import rules
 from ..files.problems import MAX_LISTED_PROBLEMS, quoted, shortened
@@ -11,35 +14,33 @@ from ..states import RUNNING, BatchStatus, RowStatus
 from ..store import Batch, Row, Store
 from .documents import reported_status
 
-FIELDS = ("name", "address", "phone")
+FIELDS = tuple(RowFix.model_fields)
 # What a fixed row reads until a resume creates it: the upstream's old reason no longer applies.
 FIXED_ERROR = "Changed since it failed; resume the batch to create it with the new values."
 
 
-def changes_from(body: Any, row: int) -> dict[str, str]:
-    """The fields a PATCH body asks to change (a null phone meaning none); RowRefused naming each field
-    that is not a known string, at most MAX_LISTED_PROBLEMS of them like a file's problems."""
-    if not isinstance(body, dict):
-        raise RowRefused("Send a JSON object with any of the fields name, address and phone.",
-                         [{"row": row, "column": None, "message": "The body is not a JSON object."}])
-    problems = [(key, problem) for key, value in body.items() if (problem := _field_problem(key, value))]
+def changes_from(body: dict[str, Any], row: int) -> dict[str, str]:
+    """The fields a PATCH body asks to change, read by the contract's RowFix (a null phone meaning
+    none); RowRefused naming each field that is unknown or not a string, at most MAX_LISTED_PROBLEMS
+    of them like a file's problems."""
+    # Unknown keys are named here, in the body's order: pydantic cannot name a key that holds a lone
+    # surrogate (it refuses the whole object), and its words are not the service's.
+    problems = {key: f"{quoted(key)} is not a field of a row; only name, address and phone can be changed."
+                for key in body if key not in RowFix.model_fields}
+    try:
+        fix = RowFix.model_validate({key: value for key, value in body.items() if key not in problems})
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = str(error["loc"][0])
+            problems[field] = f"The {field} must be a string (an empty string or null clears a phone)."
     if problems:
+        order = {key: n for n, key in enumerate(body)}
         raise RowRefused(f"Row {row} was not changed: the body has fields that cannot be used.",
-                         _capped(row, problems))
-    if not body:
+                         _capped(row, sorted(problems.items(), key=lambda problem: order[problem[0]])))
+    if not fix.model_fields_set:
         raise RowRefused("Send at least one of the fields name, address and phone.",
                          [{"row": row, "column": None, "message": "The body is an empty object."}])
-    return {key: "" if value is None else value for key, value in body.items()}
-
-
-def _field_problem(key: str, value: Any) -> str | None:
-    if key not in FIELDS:
-        return f"{quoted(key)} is not a field of a row; only name, address and phone can be changed."
-    if key == "phone" and value is None:
-        return None
-    if not isinstance(value, str):
-        return f"The {key} must be a string (an empty string or null clears a phone)."
-    return None
+    return fix.changes()
 
 
 def _capped(row: int, problems: list[tuple[str, str]]) -> list[dict[str, int | str | None]]:

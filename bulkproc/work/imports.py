@@ -17,9 +17,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
 
 from .. import metrics
+from ..contract import ImportDocument, ImportSummary
 from ..errors import BatchConflict, ImportNotFound, RunLost, StoreUnavailable
 from ..files.rules import HospitalRow
 from ..logs import in_import_context, log_finished
@@ -101,19 +101,20 @@ class Imports:
             raise ImportNotFound(import_id)
         return imp
 
-    def document(self, import_id: str) -> dict[str, Any]:
+    def document(self, import_id: str) -> ImportDocument:
         """The import's document now; raises ImportNotFound."""
-        return self._document(self.load(import_id), self._clock())
+        imp, now = self.load(import_id), self._clock()
+        return import_document(imp, now, self._remaining(imp, now))
 
-    def recent(self, limit: int) -> list[dict[str, Any]]:
+    def recent(self, limit: int) -> list[ImportSummary]:
         """Summaries of the newest `limit` imports, newest first."""
         now = self._clock()
-        return [import_summary(self._document(i, now)) for i in self.store.recent_imports(limit)]
+        return [import_summary(i, now, self._remaining(i, now)) for i in self.store.recent_imports(limit)]
 
-    def _document(self, imp: Import, now: float) -> dict[str, Any]:
-        """The import's document at `now`, its estimate computed here (no estimate for a final import)."""
+    def _remaining(self, imp: Import, now: float) -> float | None:
+        """The import's estimate of the seconds left at `now`, computed here; None for a final import."""
         final = reported_import_status(imp, now) in FINAL
-        return import_document(imp, now, None if final else self.estimate(import_row_counts(imp), now))
+        return None if final else self.estimate(import_row_counts(imp), now)
 
     def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
         """Every row of the import in file order, with its batch id, read a few batches at a time."""
@@ -137,7 +138,7 @@ class Imports:
                             max(0.0, blocked_until - now))
         return round(last + self.creation_seconds, 1)
 
-    def watch(self, import_id: str, quiet_after: float) -> Iterator[dict[str, Any] | None]:
+    def watch(self, import_id: str, quiet_after: float) -> Iterator[ImportDocument | None]:
         """The import's document now and after each change of it or its batches, or None when
         `quiet_after` seconds pass without one; ends after the first final document."""
         return follow(lambda: self.store.import_version(import_id), lambda: self.document(import_id),

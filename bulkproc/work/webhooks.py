@@ -23,6 +23,7 @@ from typing import Any
 import requests
 
 from .. import metrics
+from ..contract import BatchFinished, ImportFinished
 from ..errors import StoreUnavailable
 from ..logs import in_batch_context
 from ..store import Batch, Import, OutboxEvent, Store
@@ -40,10 +41,15 @@ CLAIM_SECONDS = 60.0
 
 
 def announcement(kind: str, record: Batch | Import, now: float) -> dict[str, Any]:
-    """The payload announcing a final batch or import: its type, when, and its document then."""
-    data = batch_document(record, now) if kind == "batch" else import_document(record, now, None)
+    """The payload announcing a final batch or import (the contract's BatchFinished or ImportFinished):
+    its type, when, and its document then."""
     stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return {"type": f"{kind}.finished", "timestamp": stamp, "data": data}
+    payload: BatchFinished | ImportFinished
+    if kind == "batch":
+        payload = BatchFinished(type="batch.finished", timestamp=stamp, data=batch_document(record, now))
+    else:
+        payload = ImportFinished(type="import.finished", timestamp=stamp, data=import_document(record, now, None))
+    return payload.model_dump(mode="json")
 
 
 def signature(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:

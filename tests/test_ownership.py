@@ -63,9 +63,12 @@ def test_a_queued_run_whose_batch_was_rolled_back_never_starts(make_app, serve_a
     # The process stops renewing (as a frozen one would) while a batch waits in its queue; once it
     # reads interrupted, a rollback takes it. When a thread frees, the queued run must not start.
     upstream.sim.rate_limits.limits["other"] = 0  # 33 batches read more than 50 times a minute
-    app = make_app(LEASE_SECONDS=1.0, READ_TIMEOUT=10.0, CONCURRENCY=40)
+    app = make_app(LEASE_SECONDS=1.0, READ_TIMEOUT=30.0, CONCURRENCY=40)
     service = serve_app(app)
-    upstream.sim.delay = 3.0
+    # Every busy creation is stored, then held until released: no batch thread frees before the
+    # rollback, however slowly a loaded machine posts the uploads (a 3 s delay once let the queued
+    # run start first, and the rollback then rightly waited for its creation to settle).
+    upstream.sim.add_fault("create", "store_then_hang", times=32)
     busy = [upload_async(service, hospitals_csv(1, prefix=f"Busy {n}")) for n in range(32)]
     wait_until(lambda: upstream.sim.stats["create_requests"] >= 32, timeout=20, what="32 creations in flight")
     queued = upload_async(service, hospitals_csv(1, prefix="Queued"))
@@ -74,6 +77,7 @@ def test_a_queued_run_whose_batch_was_rolled_back_never_starts(make_app, serve_a
                timeout=10, what="the queued batch to read interrupted")
 
     rolled = service.delete(f"/hospitals/bulk/{queued}")
+    upstream.sim.release_hangs()  # the busy creations answer; a thread frees for the queued run
 
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["status"] == "rolled_back"

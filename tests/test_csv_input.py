@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bulkproc.files.rules import CsvRejected, HospitalRow, Problem, ReadOptions, inspect, parse, phone_problem
+from bulkproc.files.rules import (
+    CsvRejected,
+    HospitalRow,
+    Problem,
+    ReadOptions,
+    accept,
+    inspect,
+    parse,
+    phone_problem,
+)
 
 RESOURCES = Path(__file__).parent / "resources"
 
@@ -600,3 +609,76 @@ def test_long_cells_of_a_refused_file_are_shortened_for_display():
     inspection = inspect(b"N" * 5000 + b",1 Main St\n")
     assert [(p.row, p.column) for p in inspection.problems] == [(1, "name")]
     assert inspection.rows[0].name.startswith("NNNN") and len(inspection.rows[0].name) <= 201
+
+
+# --- large files: checked in one pass that keeps no rows, the rows read again --------------------
+
+
+def large_csv(count: int, changed: dict[int, str] | None = None) -> bytes:
+    """A CSV of `count` hospitals (about 50 bytes each) with a header; `changed` replaces whole rows."""
+    lines = ["name,address,phone"] + [(changed or {}).get(n, f'Hospital {n},"{n} Main St, Springfield",555-010-{n:04d}')
+                                      for n in range(1, count + 1)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_the_check_that_keeps_no_rows_finds_duplicates_far_apart_and_every_problem_in_order():
+    # 150 KB: far past the blocks the text is decoded in, with the duplicate 2,997 rows after its first.
+    data = large_csv(3000, {1500: 'Hospital 1500,"1500 Main St",abc', 2999: 'HOSPITAL  2,"2 main st,  Springfield",'})
+
+    with pytest.raises(CsvRejected) as caught:
+        accept(data, max_rows=3000)
+
+    found = [(p.row, p.column, p.line) for p in caught.value.problems]
+    assert found == [(1500, "phone", 1501), (2999, None, 3000)]
+    assert "same name and address as row 2;" in caught.value.problems[1].message
+    assert caught.value.problems == inspect(data, max_rows=3000).problems
+
+
+def test_the_check_that_keeps_no_rows_caps_the_problems_as_inspect_does():
+    data = large_csv(3000, {n: f",{n} Main St" for n in range(1, 3001, 3)})
+
+    with pytest.raises(CsvRejected) as caught:
+        accept(data, max_rows=3000)
+
+    assert caught.value.problems == inspect(data, max_rows=3000).problems
+    assert len(caught.value.problems) == 101 and "900 more problems" in caught.value.problems[-1].message
+    assert caught.value.message == "The CSV has 1000 problems; nothing was created."
+
+
+def file_with_edges(edges: list[int]) -> tuple[bytes, list[HospitalRow]]:
+    """A UTF-8 file whose rows put, at each byte offset of `edges` in turn, a line break (\\r | \\n) or
+    a 4-byte character (2 bytes | 2 bytes) across it, and the rows it holds."""
+    data, rows = "name,address\r\n".encode(), []
+    for edge in edges:
+        while True:
+            number = len(rows) + 1
+            address = f"{number} Main St"
+            straddle_break = len(rows) % 2 == 0
+            # Bytes from the start of the row to the middle of the pair that is to straddle the edge.
+            to_middle = len(f"Hospital {number}") + (len(f",{address}\r") if straddle_break else 2)
+            filler = edge - len(data) - to_middle
+            assert filler >= 0, f"edge {edge} is too close to the one before"
+            if filler <= 150:
+                break
+            rows.append(HospitalRow(number, f"Hospital {number}", address, None))
+            data += f"Hospital {number},{address}\r\n".encode()
+        name = f"Hospital {number}" + "a" * filler + ("" if straddle_break else "\U0001f3e5")
+        rows.append(HospitalRow(number, name, address, None))
+        data += f"{name},{address}\r\n".encode()
+        straddling = data[edge - 1:edge + 1] if straddle_break else data[edge - 2:edge + 2]
+        assert straddling == (b"\r\n" if straddle_break else "\U0001f3e5".encode())
+    return data, rows
+
+
+def test_rows_read_again_are_the_files_rows_whatever_falls_on_the_edge_of_a_read_block():
+    # 8 KiB: how much the text reader decodes at a time; 64 KiB: how much the encoding check does.
+    data, rows = file_with_edges([8192, 16383, 65536, 65536 + 8191])
+
+    accepted = accept(data, max_rows=5000)
+
+    assert list(accepted.rows()) == rows == parse(data, max_rows=5000)
+    assert accepted.total == len(rows)
+    # And a line is still a line after them: a refused last row is named on the line it is on.
+    with pytest.raises(CsvRejected) as caught:
+        accept(data + b",no name\r\n", max_rows=5000)
+    assert [(p.row, p.line) for p in caught.value.problems] == [(len(rows) + 1, len(rows) + 2)]

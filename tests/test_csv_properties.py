@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bulkproc.files.headers import is_header
-from bulkproc.files.rules import MAX_LISTED_PROBLEMS, CsvRejected, HospitalRow, inspect, parse
+from bulkproc.files.rules import MAX_LISTED_PROBLEMS, CsvRejected, HospitalRow, accept, inspect, parse
 from tests.support import examples
 
 # 200 derandomized examples each in `make test`; HYPOTHESIS_PROFILE=long (make fuzz) explores far more.
@@ -49,13 +49,19 @@ def check_invariants(data: bytes, max_rows: int) -> None:
     if inspection.valid:
         assert parse(data, max_rows) == inspection.rows
         assert_rows_obey_the_rules(inspection.rows, max_rows)
+        # The check that keeps no rows reads them again exactly as inspect kept them, as often as asked.
+        accepted = accept(data, max_rows)
+        assert accepted.total == inspection.total
+        assert list(accepted.rows()) == inspection.rows == list(accepted.rows())
     else:
-        try:
-            parse(data, max_rows)
-        except CsvRejected as exc:
-            assert exc.problems == inspection.problems
-        else:
-            raise AssertionError("parse accepted a file that inspect refused")
+        for check in (parse, accept):
+            try:
+                check(data, max_rows)
+            except CsvRejected as exc:
+                assert exc.problems == inspection.problems
+                assert str(inspection.problem_count) in exc.message
+            else:
+                raise AssertionError(f"{check.__name__} accepted a file that inspect refused")
 
 
 def assert_rows_obey_the_rules(rows: list[HospitalRow], max_rows: int) -> None:

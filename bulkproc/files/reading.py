@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import text, workbooks
@@ -36,6 +36,8 @@ _SIGNATURES = (
 )
 _HTML = re.compile(r"<!doctype html\s*>|<html(?:\s[^<>\n]*)?>")
 _XML = re.compile(r"<\?xml\s[^\n]*\?>")
+# How much of a text file's start tells whether it is markup.
+_MARKUP_CHARACTERS = 4096
 _ACCEPTED = "upload a CSV file (UTF-8), or an .xlsx, .xls or .ods workbook"
 
 
@@ -50,7 +52,10 @@ class ReadOptions:
 
 @dataclass
 class Source:
-    """A file's records as cells, how it was read, and why it could not be (filled as it is read)."""
+    """A file's records as cells, how it was read, and why it could not be (filled as it is read).
+
+    The records can be iterated more than once: a text file's are read again from its bytes.
+    """
 
     records: Iterable[Record]
     info: dict[str, object]
@@ -94,22 +99,36 @@ def _workbook(data: bytes, kind: str, options: ReadOptions, max_records: int) ->
 
 
 def _text(data: bytes, options: ReadOptions) -> Source:
-    decoded = text.decode(data, options.encoding)
-    if decoded.text is None:
-        assert decoded.problem is not None
-        return Source([], {"format": None, "suggested_encoding": decoded.suggested}, [decoded.problem])
-    markup = _markup(decoded.text)
+    encoding = text.encoding_of(data, options.encoding)
+    if encoding.codec is None:
+        assert encoding.problem is not None
+        return Source([], {"format": None, "suggested_encoding": encoding.suggested}, [encoding.problem])
+    markup = _markup(text.beginning(text.lines(data, encoding.codec), _MARKUP_CHARACTERS))
     if markup is not None:
-        return refused(markup, encoding=decoded.encoding)
-    delimiter = text.delimiter_of(decoded.text)
+        return refused(markup, encoding=encoding.name)
+    delimiter = text.delimiter_of(text.lines(data, encoding.codec))
     problems: list[Problem] = []
-    info: dict[str, object] = {"format": "csv", "encoding": decoded.encoding, "delimiter": delimiter}
-    return Source(text.records(decoded.text, delimiter, problems), info, problems)
+    info: dict[str, object] = {"format": "csv", "encoding": encoding.name, "delimiter": delimiter}
+    return Source(TextRecords(data, encoding.codec, delimiter, problems), info, problems)
+
+
+@dataclass(frozen=True)
+class TextRecords:
+    """A text file's records, read again from its bytes each time they are iterated; broken quoting
+    adds a problem to `unreadable` and ends them (so a file is read again only once it read well)."""
+
+    data: bytes
+    codec: str
+    delimiter: str
+    unreadable: list[Problem]
+
+    def __iter__(self) -> Iterator[Record]:
+        return text.records(text.lines(self.data, self.codec), self.delimiter, self.unreadable)
 
 
 def _markup(characters: str) -> str | None:
     """What a text file that is markup is (a web page, an XML spreadsheet), or None."""
-    start = characters[:4096].lstrip().casefold()
+    start = characters[:_MARKUP_CHARACTERS].lstrip().casefold()
     # Whole tags only: a hospital may well be called "<!DOCTYPE HTML" in a CSV (hypothesis found one).
     if _HTML.match(start):
         return f"This is a web page (HTML), not a spreadsheet; {_ACCEPTED}."

@@ -25,8 +25,8 @@ from .problems import (
 from .problems import Problems as _Problems
 from .reading import ReadOptions, Record, Source
 
-__all__ = ["MAX_LISTED_PROBLEMS", "QUOTED_PREFIX", "CsvRejected", "HospitalRow", "Inspection", "Problem",
-           "ReadOptions", "inspect", "inspect_table", "parse", "phone_problem"]
+__all__ = ["MAX_LISTED_PROBLEMS", "QUOTED_PREFIX", "Accepted", "CsvRejected", "HospitalRow", "Inspection",
+           "Problem", "ReadOptions", "accept", "inspect", "inspect_table", "parse", "phone_problem"]
 
 COLUMNS = ("name", "address", "phone")
 MAX_LENGTH = 200
@@ -93,6 +93,22 @@ class Inspection:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """An upload that passed every check, holding none of its rows: `rows()` reads them again."""
+
+    total: int
+    source: Source
+    columns: dict[str, str] | None = None
+
+    def rows(self) -> Iterator[HospitalRow]:
+        """The file's hospitals in file order, read again from it as the check read them."""
+        layout, _, records = _layout(self.source.records, headers.overrides(self.columns))
+        # Every record of a file that passed is a row (the check refuses any it cannot make one of).
+        for number, (_, cells) in enumerate(records, 1):
+            yield _checked_row(number, cells, layout.index)[0]
+
+
 def parse(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -> list[HospitalRow]:
     """Return the hospitals of an upload; raise CsvRejected listing its problems otherwise."""
     inspection = inspect(data, max_rows, options)
@@ -101,12 +117,26 @@ def parse(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -
     return inspection.rows
 
 
+def accept(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -> Accepted:
+    """Check an upload in one pass that keeps none of its rows (only a short key a row, to find
+    duplicates); raise CsvRejected listing its problems, as parse does."""
+    options = options or ReadOptions()
+    source = _source(data, max_rows, options)
+    inspection = _inspected(source, max_rows, options.columns, keep_rows=False)
+    if not inspection.valid:
+        raise CsvRejected(inspection.problems, inspection.problem_count)
+    return Accepted(inspection.total, source, options.columns)
+
+
 def inspect(data: bytes, max_rows: int = 20, options: ReadOptions | None = None) -> Inspection:
     """Read and check an upload of any supported format, collecting its problems instead of raising."""
     options = options or ReadOptions()
+    return _inspected(_source(data, max_rows, options), max_rows, options.columns)
+
+
+def _source(data: bytes, max_rows: int, options: ReadOptions) -> Source:
     # A header and one row past the limit are enough to refuse a workbook: it is not read further.
-    source = reading.read(data, options, max_records=max_rows + 2)
-    return _inspected(source, max_rows, options.columns)
+    return reading.read(data, options, max_records=max_rows + 2)
 
 
 def inspect_table(rows: list[list[str]], max_rows: int) -> Inspection:
@@ -114,16 +144,10 @@ def inspect_table(rows: list[list[str]], max_rows: int) -> Inspection:
     return _inspected(Source([(None, cells) for cells in rows], {}), max_rows, None)
 
 
-def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None) -> Inspection:
-    mapped = headers.overrides(columns)
-    records = _non_blank(source.records)
-    first = next(records, None)
-    layout, header_problems = headers.POSITIONAL, _Problems()
-    if first is not None and (mapped or headers.is_header(first[1], mapped)):
-        layout = headers.read_header(first[1], first[0], mapped, header_problems)
-    elif first is not None:
-        records = itertools.chain([first], records)
-    reading_rows = _RowReader(layout, max_rows, source.info.get("delimiter"))
+def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None,
+               keep_rows: bool = True) -> Inspection:
+    layout, header_problems, records = _layout(source.records, headers.overrides(columns))
+    reading_rows = _RowReader(layout, max_rows, source.info.get("delimiter"), keep_rows)
     for line, cells in records:
         reading_rows.add(line, cells)
     reading_rows.count_unread(source.more)
@@ -136,6 +160,19 @@ def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None) ->
     count = sum(group.count for group in groups)
     return Inspection(rows=reading_rows.rows, problems=listed(groups), total=reading_rows.total,
                       problem_count=count, file=_file_document(source.info, layout))
+
+
+def _layout(records: Iterable[Record], mapped: dict[str, str]) -> tuple[Layout, _Problems, Iterator[Record]]:
+    """Where the fields are (by the header, or by position when the first record is none), the
+    header's problems, and the data records after it, trimmed, the blank ones left out."""
+    records = _non_blank(records)
+    first = next(records, None)
+    problems = _Problems()
+    if first is not None and (mapped or headers.is_header(first[1], mapped)):
+        return headers.read_header(first[1], first[0], mapped, problems), problems, records
+    if first is not None:
+        records = itertools.chain([first], records)
+    return headers.POSITIONAL, problems, records
 
 
 def _non_blank(records: Iterable[Record]) -> Iterator[Record]:
@@ -161,18 +198,20 @@ def _count_problems(count: int, max_rows: int) -> list[Problem]:
 
 
 class _RowReader:
-    """Checks data rows one at a time, keeping rows only while their count is within the limit."""
+    """Checks data rows one at a time, keeping rows (if asked to) only while their count is within the limit."""
 
-    def __init__(self, layout: Layout, max_rows: int, delimiter: object) -> None:
+    def __init__(self, layout: Layout, max_rows: int, delimiter: object, keep_rows: bool = True) -> None:
         self.layout = layout
         self.max_rows = max_rows
         self.delimiter = delimiter if isinstance(delimiter, str) else None
+        self.keep_rows = keep_rows
         self.rows: list[HospitalRow] = []
         self.problems = _Problems()
         self.total = 0
         # Blank-headed columns holding a value: position -> the first row with one.
         self.unnamed: dict[int, int] = {}
-        self._first_seen: dict[tuple[str, str], int] = {}
+        # Each name and address seen (see _pair_key): the first row that has it.
+        self._first_seen: dict[str, int] = {}
 
     def add(self, line: int | None, cells: list[str]) -> None:
         self.total += 1
@@ -180,7 +219,7 @@ class _RowReader:
         # Past the limit the file is refused as a whole, and echoing its rows would only make the answer huge.
         if self.total > self.max_rows:
             self.rows.clear()
-        elif row is not None:
+        elif row is not None and self.keep_rows:
             self.rows.append(row)
 
     def count_unread(self, more: int) -> None:
@@ -205,8 +244,7 @@ class _RowReader:
         return row
 
     def _check_duplicate(self, row: HospitalRow, line: int | None) -> None:
-        key = (_comparable(row.name), _comparable(row.address))
-        earlier = self._first_seen.setdefault(key, row.row)
+        earlier = self._first_seen.setdefault(_pair_key(row.name, row.address), row.row)
         if earlier != row.row:
             message = f"This row has the same name and address as row {earlier}; remove one of them."
             self.problems.add(Problem(row.row, None, message, line))
@@ -348,6 +386,13 @@ def _without_extension(phone: str) -> str:
         if tail.endswith(marker):
             return before_marker[: -len(marker)].rstrip(" ")
     return phone
+
+
+def _pair_key(name: str, address: str) -> str:
+    """A name and address as rows are compared (case and runs of spaces aside), as one string: a
+    pair's two strings and the tuple holding them took twice the memory."""
+    first, second = _comparable(name), _comparable(address)
+    return f"{len(first)}:{first}{second}"  # the first one's length tells where the second begins
 
 
 def _comparable(value: str) -> str:

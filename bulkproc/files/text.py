@@ -1,4 +1,9 @@
-"""Text files: their encoding (never guessed into a transcoding), their delimiter, and their records."""
+"""Text files: their encoding (never guessed into a transcoding), their delimiter, and their records.
+
+A file's text is never held whole: its bytes are decoded a block at a time each time they are
+read, so that a check of a large upload costs its bytes and little more (a decoded copy can take
+four bytes a character, and csv's StringIO four more).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .problems import Problem, quoted
@@ -33,18 +38,19 @@ _PREFERRED = ("cp1252", "latin_1", "iso8859_15", "cp1250", "iso8859_2", "mac_rom
               "big5", "euc_kr", "euc_jp", "koi8_r", "cp437", "cp850")
 _NAMES = {"latin_1": "iso-8859-1", "mac_roman": "mac-roman", "shift_jis": "shift_jis", "cp932": "cp932"}
 _SAMPLE_BYTES = 64 * 1024
-# One quoted run (an unclosed one runs to the end), or a line break outside quotes.
-_QUOTED_OR_BREAK = re.compile(r'"[^"]*"?|\r\n|\r|\n')
+# Bytes decoded at a time when a file's encoding is checked.
+_CHECK_BYTES = 64 * 1024
 _QUOTED = re.compile(r'"[^"]*"?')
-_BLANK_LINES = re.compile(r"(?:[ \t\f\v]*(?:\r\n|\r|\n))*")
+_BLANK_LINE = re.compile(r"[ \t\f\v]*(?:\r\n|\r|\n)")
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """A text file's characters and the encoding that read them, or why it cannot be read."""
+class Encoding:
+    """How a text file's bytes read: the codec that reads every one of them and the encoding's name,
+    or why none does."""
 
-    text: str | None
-    encoding: str | None
+    codec: str | None
+    name: str | None
     problem: Problem | None = None
     # The encoding the bytes most likely have, when they are not the one tried.
     suggested: str | None = None
@@ -61,25 +67,23 @@ def charset(name: str) -> str | None:
     return info.name
 
 
-def decode(data: bytes, encoding: str | None = None) -> Decoded:
-    """Return the file's text: by its byte-order mark, else the named encoding, else UTF-8."""
+def encoding_of(data: bytes, encoding: str | None = None) -> Encoding:
+    """Return how the file reads: by its byte-order mark, else the named encoding, else UTF-8."""
     for mark, codec, name in _MARKS:
         if data.startswith(mark):
-            return _decoded(data, codec, name)
+            return _checked(data, codec, name)
     if encoding:
         codec = charset(encoding)
         if codec is None:
-            return Decoded(None, None, Problem(None, None, unknown_encoding_message(encoding)))
-        return _decoded(data, codec, encoding.strip().lower())
+            return Encoding(None, None, Problem(None, None, unknown_encoding_message(encoding)))
+        return _checked(data, codec, encoding.strip().lower())
     if _looks_like_utf16_without_mark(data):
         order = "utf-16le" if data[1:2] == b"\x00" else "utf-16be"
-        return Decoded(None, None, Problem(None, None, (
+        return Encoding(None, None, Problem(None, None, (
             f"The file looks like UTF-16 without a byte-order mark; send encoding={order} "
             'with it or save it as "CSV UTF-8" and upload it again.')), suggested=order)
-    try:
-        return Decoded(data.decode("utf-8").lstrip(BYTE_ORDER_MARK), "utf-8")
-    except UnicodeDecodeError as exc:
-        return _not_utf8(data, exc.start)
+    bad = _first_bad_byte(data, "utf-8")
+    return Encoding("utf-8", "utf-8") if bad is None else _not_utf8(data, bad)
 
 
 def unknown_encoding_message(name: str) -> str:
@@ -88,16 +92,32 @@ def unknown_encoding_message(name: str) -> str:
             "windows-1252, iso-8859-1, windows-1250, mac-roman or utf-16.")
 
 
-def _decoded(data: bytes, codec: str, name: str) -> Decoded:
+def _checked(data: bytes, codec: str, name: str) -> Encoding:
+    bad = _first_bad_byte(data, codec)
+    if bad is None:
+        return Encoding(codec, name)
+    line = data[:bad].decode(codec, "replace").count("\n") + 1
+    return Encoding(None, None, Problem(None, None, (
+        f"The file is not {name}: byte 0x{data[bad]:02X} on line {line} has no meaning in it; "
+        f'send the encoding it was saved in or save it as "CSV UTF-8" and upload it again.'), line))
+
+
+def _first_bad_byte(data: bytes, codec: str) -> int | None:
+    """Where the first byte that does not read in `codec` is, or None when every one does; decoded a
+    block at a time, as lines() decodes them, so that the text is never held whole."""
+    decoder = codecs.getincrementaldecoder(codec)()
     try:
-        text = data.decode(codec)
+        for start in range(0, len(data), _CHECK_BYTES):
+            decoder.decode(data[start:start + _CHECK_BYTES])
+        decoder.decode(b"", final=True)
+        return None
+    except UnicodeDecodeError:
+        pass
+    try:
+        data.decode(codec)  # whole, now that it is refused: the error then names its exact byte
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].decode(codec, "replace").count("\n") + 1
-        return Decoded(None, None, Problem(None, None, (
-            f"The file is not {name}: byte 0x{data[exc.start]:02X} on line {line} has no meaning in it; "
-            f'send the encoding it was saved in or save it as "CSV UTF-8" and upload it again.'), line))
-    # Tools that each add a byte-order mark can stack several; all of them go, so the header stays a header.
-    return Decoded(text.lstrip(BYTE_ORDER_MARK), name)
+        return exc.start
+    raise AssertionError(f"{codec} reads the whole file but not its blocks")
 
 
 def _looks_like_utf16_without_mark(data: bytes) -> bool:
@@ -105,7 +125,7 @@ def _looks_like_utf16_without_mark(data: bytes) -> bool:
     return len(sample) >= 4 and sample.count(0) * 4 >= len(sample) and sample.count(0) * 4 < len(sample) * 3
 
 
-def _not_utf8(data: bytes, offset: int) -> Decoded:
+def _not_utf8(data: bytes, offset: int) -> Encoding:
     line = data.count(b"\n", 0, offset) + 1
     guess = likely_encoding(data)
     if guess is None:
@@ -113,7 +133,7 @@ def _not_utf8(data: bytes, offset: int) -> Decoded:
     else:
         advice = f'it looks like {_title(guess)}: send encoding={guess} with it or save it as "CSV UTF-8"'
     message = f"The file is not UTF-8 (the first bad byte is on line {line}); {advice}."
-    return Decoded(None, None, Problem(None, None, message, line), suggested=guess)
+    return Encoding(None, None, Problem(None, None, message, line), suggested=guess)
 
 
 def likely_encoding(data: bytes) -> str | None:
@@ -152,25 +172,60 @@ def _title(name: str) -> str:
     return "-".join(part.upper() if part in _CAPITALS else part.capitalize() for part in name.split("-"))
 
 
-def delimiter_of(text: str) -> str:
-    """Return the delimiter found most often outside quotes in the first non-blank line (`,` when none is)."""
-    start = _BLANK_LINES.match(text).end()
-    end = len(text)
-    for match in _QUOTED_OR_BREAK.finditer(text, start):
-        if not match.group().startswith('"'):
-            end = match.start()
+def lines(data: bytes, codec: str) -> Iterator[str]:
+    """Yield the file's lines, each with its own line break (\\r\\n, \\r or \\n, as csv wants them),
+    decoded a block at a time; `codec` must read every byte (encoding_of names one that does)."""
+    with io.TextIOWrapper(io.BytesIO(data), encoding=codec, newline="") as stream:
+        # Tools that each add a byte-order mark can stack several; all of them go, so the header stays a header.
+        first = stream.readline().lstrip(BYTE_ORDER_MARK)
+        if first:
+            yield first
+        yield from stream
+
+
+def beginning(text_lines: Iterable[str], characters: int) -> str:
+    """The first `characters` characters of the text these lines make."""
+    parts: list[str] = []
+    count = 0
+    for line in text_lines:
+        parts.append(line)
+        count += len(line)
+        if count >= characters:
             break
-    line = _QUOTED.sub("", text[start:end])
+    return "".join(parts)[:characters]
+
+
+def delimiter_of(text_lines: Iterable[str]) -> str:
+    """Return the delimiter found most often outside quotes in the first non-blank line (`,` when none is)."""
+    line = _QUOTED.sub("", _first_line(text_lines))
     counts = {delimiter: line.count(delimiter) for delimiter in DELIMITERS}
     best = max(DELIMITERS, key=counts.__getitem__)  # the first of equals: `,` wins a tie
     return best if counts[best] else ","
 
 
-def records(text: str, delimiter: str, unreadable: list[Problem]) -> Iterator[tuple[int, list[str]]]:
+def _first_line(text_lines: Iterable[str]) -> str:
+    """The first line that is not blank, with the line breaks inside its quotes (to the end of the
+    file when a quote is never closed), without its own."""
+    parts: list[str] = []
+    quotes = 0
+    for line in text_lines:
+        if not parts and _BLANK_LINE.fullmatch(line):
+            continue
+        parts.append(line)
+        quotes += line.count('"')
+        # A break is outside quotes when the quotes before it pair up (a "" inside a field is a pair too).
+        if quotes % 2 == 0 and line.endswith(("\n", "\r")):
+            parts[-1] = line.rstrip("\r\n")  # a line holds one break, at its end
+            break
+    return "".join(parts)
+
+
+def records(text_lines: Iterable[str], delimiter: str,
+            unreadable: list[Problem]) -> Iterator[tuple[int, list[str]]]:
     """Yield (line the record starts on, its cells); on broken quoting, add a problem and stop."""
     # strict=True turns an unclosed quote into an error instead of silently eating the rest of the file;
     # skipinitialspace lets a hand-typed `A, "1 Main St, Springfield"` keep its quoted comma.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True, skipinitialspace=True)
+    reader = csv.reader(text_lines, delimiter=delimiter, strict=True, skipinitialspace=True)
     start_line = 1
     try:
         for cells in reader:

@@ -11,7 +11,8 @@ import responses
 from responses.registries import OrderedRegistry
 
 from bulkproc.errors import GaveUp
-from bulkproc.files.rules import parse
+from bulkproc.files.rules import HospitalRow, parse
+from bulkproc.states import RowStatus
 from bulkproc.upstream.client import DirectoryClient, Hospital
 from bulkproc.work.reconcile import in_directory
 from tests.test_directory_client import CountingPacer
@@ -169,6 +170,21 @@ def test_an_import_with_skip_counts_the_rows_already_there_as_processed(make_app
     assert document["status"] == "completed" and document["processed_hospitals"] == 4
     assert [b["batch_activated"] for b in document["batches"]] == [False, True]
     assert upstream.sim.stats["directory_reads"] == 1 and upstream.sim.stats["create_requests"] == 3 + 2
+
+
+def test_rows_found_in_the_directory_are_marked_in_whichever_batch_of_the_import_holds_them(make_app):
+    imports = make_app(MAX_ROWS=2).extensions["bulkproc.imports"]
+    rows = [HospitalRow(n, f"Hospital {n}", f"{n} Main St", None) for n in range(1, 8)]
+
+    # The rows come once, as an accepted file's do; the batches are [1, 2] [3, 4] [5, 6] [7].
+    import_id, new = imports.start(iter(rows), already_there={1: 101, 4: 104, 5: 105, 7: 107})
+
+    batches = [imports.store.get_batch(batch_id) for batch_id in imports.store.import_batch_ids(import_id)]
+    assert new and [[r.row for r in b.rows] for b in batches] == [[1, 2], [3, 4], [5, 6], [7]]
+    there, pending = RowStatus.ALREADY_IN_DIRECTORY, RowStatus.PENDING
+    assert {r.row: (r.status, r.hospital_id) for b in batches for r in b.rows} == {
+        1: (there, 101), 2: (pending, None), 3: (pending, None), 4: (there, 104), 5: (there, 105),
+        6: (pending, None), 7: (there, 107)}
 
 
 # -- the client's reading of the directory, at the HTTP seam -------------------------------------

@@ -16,6 +16,7 @@ from bulkproc.files.rules import HospitalRow
 from bulkproc.states import RESUMABLE, BatchStatus, RowStatus
 from bulkproc.store import Run, Store, limiter, metadata
 from bulkproc.store import database as store_module
+from bulkproc.store.imports import INSERT_PARTS
 from bulkproc.store.schema import batches
 from tests.postgres import postgres_url, store_url  # noqa: F401
 from tests.support import FakeClock, wait_until
@@ -551,3 +552,20 @@ def test_taking_over_a_dead_import_takes_the_batches_its_process_was_running(sto
 
     taken = [store.get_batch(b) for b in batch_ids]
     assert [(b.status, b.lease_owner, b.run_token) for b in taken] == [(BatchStatus.QUEUED, "new-worker", "new-run")] * 2
+
+
+def test_an_import_is_written_from_parts_read_one_at_a_time_in_several_statements(store, clock):
+    rows = hospital_rows(2 * INSERT_PARTS * 3 + 1)  # batches of 3: two statements' worth, and one more
+    batch_ids = [str(uuid.uuid4()) for _ in range(0, len(rows), 3)]
+    parts = ((batch_id, rows[3 * i:3 * i + 3]) for i, batch_id in enumerate(batch_ids))
+    import_id = str(uuid.uuid4())
+
+    assert store.insert_import(import_id, parts, owner="worker", lease_until=clock() + 10) == (import_id, True)
+
+    imp = store.load_import(import_id)
+    assert imp.total == len(rows) == 151
+    assert [(p.position, p.first_row, p.last_row, p.batch.id) for p in imp.parts] == [
+        (i, 3 * i + 1, min(3 * i + 3, len(rows)), batch_id) for i, batch_id in enumerate(batch_ids)]
+    assert store.import_batch_ids(import_id) == batch_ids
+    assert [(batch_id, row.row) for batch_id, row in store.rows_of(batch_ids)] == [
+        (batch_ids[(n - 1) // 3], n) for n in range(1, len(rows) + 1)]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,8 +16,26 @@ from .records import Batch, Import, ImportPart, Run
 from .schema import batch_rows, batches, import_batches, imports
 
 
-# Batches whose rows one INSERT statement writes when an import is recorded.
+# Batches whose rows one INSERT statement writes when an import is recorded: one statement for
+# every row of a large file held its parameters, several times the rows' own size, all at once.
 INSERT_PARTS = 25
+
+
+def _insert_parts(conn: Connection, import_id: str, position: int, group: list[tuple[str, list]],
+                  owned: dict[str, object]) -> int:
+    """Write a few of an import's batches, the first at `position`: the batches, their rows and their
+    places in the import; return how many rows they hold."""
+    conn.execute(insert(batches), [{"id": batch_id, "total": len(rows), "activated": False, **owned}
+                                   for batch_id, rows in group])
+    conn.execute(insert(batch_rows), [
+        {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address, "phone": r.phone,
+         "status": RowStatus.PENDING}
+        for batch_id, rows in group for r in rows])
+    conn.execute(insert(import_batches), [
+        {"import_id": import_id, "position": position + offset, "batch_id": batch_id,
+         "first_row": rows[0].row, "last_row": rows[-1].row}
+        for offset, (batch_id, rows) in enumerate(group)])
+    return sum(len(rows) for _, rows in group)
 
 
 class ImportRecords(Database):
@@ -24,13 +43,13 @@ class ImportRecords(Database):
 
     _announce: Callable[[Connection, str, str], None]  # OutboxRecords': a final state's webhook event
 
-    def insert_import(self, import_id: str, parts: list[tuple[str, list]], *, owner: str, lease_until: float,
+    def insert_import(self, import_id: str, parts: Iterable[tuple[str, list]], *, owner: str, lease_until: float,
                       token: str | None = None, idempotency_key: str | None = None,
                       file_sha256: str | None = None) -> tuple[str, bool]:
-        """Record a new queued import and its queued batches (each `parts` item: batch id, rows),
-        all renewed by `owner` and owned by the import's run `token`, in one transaction; return
-        (import id, True), or the earlier import's (id, False) when the idempotency key was seen
-        with the same file.
+        """Record a new queued import and its queued batches (each `parts` item: batch id, rows; read
+        a few at a time), all renewed by `owner` and owned by the import's run `token`, in one
+        transaction; return (import id, True), or the earlier import's (id, False) when the
+        idempotency key was seen with the same file.
 
         Raises IdempotencyMismatch when the key was seen with another file.
         """
@@ -40,22 +59,15 @@ class ImportRecords(Database):
                 owned = {"status": BatchStatus.QUEUED, "version": 0, "created_at": now, "updated_at": now,
                          "elapsed": 0.0, "lease_owner": owner, "lease_expires": lease_until,
                          "run_token": token or new_token()}
+                # First, so that a repeated key is found before any row is written.
                 conn.execute(insert(imports).values(
-                    id=import_id, total=sum(len(rows) for _, rows in parts), cancel_requested=False,
-                    idempotency_key=idempotency_key, file_sha256=file_sha256, **owned))
-                conn.execute(insert(batches), [{"id": batch_id, "total": len(rows), "activated": False, **owned}
-                                               for batch_id, rows in parts])
-                # A few hundred rows at a time: one statement for every row of a large file held
-                # its parameters, several times the rows' own size, all at once.
-                for start in range(0, len(parts), INSERT_PARTS):
-                    conn.execute(insert(batch_rows), [
-                        {"batch_id": batch_id, "row": r.row, "name": r.name, "address": r.address,
-                         "phone": r.phone, "status": RowStatus.PENDING}
-                        for batch_id, rows in parts[start:start + INSERT_PARTS] for r in rows])
-                conn.execute(insert(import_batches), [
-                    {"import_id": import_id, "position": position, "batch_id": batch_id,
-                     "first_row": rows[0].row, "last_row": rows[-1].row}
-                    for position, (batch_id, rows) in enumerate(parts)])
+                    id=import_id, total=0, cancel_requested=False, idempotency_key=idempotency_key,
+                    file_sha256=file_sha256, **owned))
+                total, position, remaining = 0, 0, iter(parts)
+                while group := list(itertools.islice(remaining, INSERT_PARTS)):
+                    total += _insert_parts(conn, import_id, position, group, owned)
+                    position += len(group)
+                conn.execute(update(imports).where(imports.c.id == import_id).values(total=total))
         except IntegrityError as clash:
             return _earlier_upload(clash, self._import_by_key, idempotency_key, file_sha256), False
         self._notify()
@@ -112,6 +124,13 @@ class ImportRecords(Database):
             part = ImportPart(position, first_row, last_row, Batch(*batch, row_counts=counts.get(batch[0], {})))
             parts[import_id].append(part)
         return parts
+
+
+    def import_batch_ids(self, import_id: str) -> list[str]:
+        """The ids of the import's batches in file order (no batch read: a large import has hundreds)."""
+        with self._read() as conn:
+            return list(conn.execute(select(import_batches.c.batch_id).where(import_batches.c.import_id == import_id)
+                                     .order_by(import_batches.c.position)).scalars())
 
 
     def import_version(self, import_id: str) -> int | None:

@@ -41,12 +41,13 @@ def create_import():
     data = uploaded_csv()
     key = idempotency_key()
     existing, options = existing_choice(), read_options()
-    rows = rules.parse(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=options)
+    # Checked without keeping its rows; they are read again from the file as they are stored.
+    accepted = rules.accept(data, max_rows=current_app.config["MAX_IMPORT_ROWS"], options=options)
     imports = _imports()
     # A repeat of an earlier upload reads nothing upstream: it answers that upload's import.
-    there = imports.jobs.find_in_directory(rows) if existing == "skip" and not imports.seen(key) else None
-    import_id, new = imports.start(rows, idempotency_key=key, file_sha256=upload_fingerprint(data, existing, options),
-                                   already_there=there)
+    there = imports.jobs.find_in_directory(accepted.rows()) if existing == "skip" and not imports.seen(key) else None
+    import_id, new = imports.start(accepted.rows(), idempotency_key=key,
+                                   file_sha256=upload_fingerprint(data, existing, options), already_there=there)
     if new:
         imports.run_in_background(import_id)
     return _accepted(import_id)

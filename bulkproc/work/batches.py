@@ -146,7 +146,7 @@ class Jobs:
         """Whether an earlier upload used this Idempotency-Key (its repeat reads nothing upstream)."""
         return idempotency_key is not None and self.store.find_by_idempotency_key(idempotency_key) is not None
 
-    def find_in_directory(self, rows: list[HospitalRow]) -> dict[int, int]:
+    def find_in_directory(self, rows: Iterable[HospitalRow]) -> dict[int, int]:
         """Read the directory once and return the rows an active hospital there already holds (row ->
         hospital id); UpstreamUnavailable when it cannot be read, so that nothing is created."""
         try:

@@ -10,12 +10,14 @@ any process can report on an import, cancel it, and resume it after its runner d
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from .. import metrics
@@ -48,9 +50,11 @@ READ_PARTS = 25
 LOOK_SECONDS = 0.5
 
 
-def split(rows: Sequence[HospitalRow], size: int) -> list[list[HospitalRow]]:
-    """The rows in file order, cut into batches of at most `size`."""
-    return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+def split(rows: Iterable[HospitalRow], size: int) -> Iterator[list[HospitalRow]]:
+    """The rows in file order, cut into batches of at most `size`, one batch at a time."""
+    remaining = iter(rows)
+    while batch := list(itertools.islice(remaining, size)):
+        yield batch
 
 
 def last_slot_in(waiting: int, limit: int, span: float, used: int, oldest: float | None, start: float) -> float:
@@ -67,6 +71,14 @@ def last_slot_in(waiting: int, limit: int, span: float, used: int, oldest: float
     cycle, place = divmod(later, limit)
     taken_at = oldest if oldest is not None and place < used else start
     return max(start, taken_at + (cycle + 1) * span)
+
+
+def _batch_ended(future: Future, started: threading.Event) -> None:
+    """A batch's task has ended: it waits for no slot any more, and an unexpected error is logged
+    (the batch's own thread has nobody else to tell)."""
+    started.set()
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a batch stopped by an unexpected error", exc_info=future.exception())
 
 
 # -- orchestration -----------------------------------------------------------------------
@@ -117,11 +129,12 @@ class Imports:
         return None if final else self.estimate(import_row_counts(imp), now)
 
     def rows(self, import_id: str) -> Iterator[tuple[str, Row]]:
-        """Every row of the import in file order, with its batch id, read a few batches at a time."""
-        parts = self.load(import_id).parts
-        for start in range(0, len(parts), READ_PARTS):
+        """Every row of the import in file order, with its batch id, read a few batches at a time (none
+        for an unknown import: load it first for ImportNotFound)."""
+        batch_ids = self.store.import_batch_ids(import_id)
+        for start in range(0, len(batch_ids), READ_PARTS):
             # The batches hold consecutive runs of the file's rows, so row order is file order.
-            yield from self.store.rows_of([p.batch.id for p in parts[start:start + READ_PARTS]])
+            yield from self.store.rows_of(batch_ids[start:start + READ_PARTS])
 
     def estimate(self, counts: Counter[str], now: float) -> float:
         """Seconds from `now` until the rows not yet created could be, given the rate limit and the
@@ -147,23 +160,36 @@ class Imports:
 
     # -- starting, cancelling, resuming, rolling back ------------------------------------
 
-    def start(self, rows: Sequence[HospitalRow], *, idempotency_key: str | None = None,
+    def start(self, rows: Iterable[HospitalRow], *, idempotency_key: str | None = None,
               file_sha256: str | None = None, already_there: dict[int, int] | None = None) -> tuple[str, bool]:
-        """Record a new import and its batches, owned by a new run of this process, the rows in
-        `already_there` (row -> hospital id) read already_in_directory; (id, True), or an earlier
-        upload's (id, False) for a repeated idempotency key."""
-        parts = [(str(uuid.uuid4()), chunk) for chunk in split(rows, self.batch_rows)]
+        """Record a new import and its batches (`rows` read once, a few batches at a time), owned by a
+        new run of this process, the rows in `already_there` (row -> hospital id) read
+        already_in_directory; (id, True), or an earlier upload's (id, False) for a repeated idempotency key."""
+        # Read as they are written, inside the store's transaction: an accepted file is read a second
+        # time there (about 0.1 s for 10,000 rows) rather than held in memory.
+        parts = ((str(uuid.uuid4()), batch) for batch in split(rows, self.batch_rows))
         run = Run(str(uuid.uuid4()), new_token(), "import")
         import_id, new = self.store.insert_import(run.id, parts, owner=self.jobs.owner,
                                                   lease_until=self._lease_end(), token=run.token,
                                                   idempotency_key=idempotency_key, file_sha256=file_sha256)
         if new:  # its lease, written with it, lasts until the heartbeat's next renewal
             self.heartbeat.hold(run)
-            for batch_id, chunk in parts if already_there else ():
-                found = {r.row: already_there[r.row] for r in chunk if r.row in already_there}
-                if found:  # the batches are the import run's until they start
-                    run.holds(self.store.record_in_directory(Run(batch_id, run.token), found))
+            if already_there:
+                self._record_in_directory(run, already_there)
         return import_id, new
+
+    def _record_in_directory(self, run: Run, already_there: dict[int, int]) -> None:
+        """Mark the rows found in the directory (row -> hospital id) in the batches holding them, which
+        are the import run's until they start."""
+        parts = self.load(run.id).parts
+        first_rows = [part.first_row for part in parts]
+        found: dict[str, dict[int, int]] = {}
+        for row, hospital_id in already_there.items():
+            # The batches hold consecutive runs of rows: a row is in the last one starting at or before it.
+            part = parts[bisect.bisect_right(first_rows, row) - 1]
+            found.setdefault(part.batch.id, {})[row] = hospital_id
+        for batch_id, rows in found.items():
+            run.holds(self.store.record_in_directory(Run(batch_id, run.token), rows))
 
     def seen(self, idempotency_key: str | None) -> bool:
         """Whether an earlier import used this Idempotency-Key (its repeat reads nothing upstream)."""
@@ -336,9 +362,7 @@ class Imports:
                 return
         log.info("import running")
         try:
-            for future in wait(self._start_batches(run)).done:
-                if future.exception() is not None:  # a batch's own thread has nobody else to tell
-                    log.error("a batch stopped by an unexpected error", exc_info=future.exception())
+            wait(self._start_batches(run))
         except RunLost:
             raise
         except Exception:  # the task boundary: log it; the batches keep their own states
@@ -363,24 +387,26 @@ class Imports:
             self.jobs.once_the_store_answers(finish)
 
     def _start_batches(self, run: Run) -> list[Future]:
-        """Start this run's batches in order, each once the one before has no row waiting for a slot."""
-        futures: list[Future] = []
-        for part in self.load(run.id).parts:
-            if self._should_stop(part.batch.id, run):
+        """Start this run's batches in order, each once the one before has no row waiting for a slot;
+        return those still running when the last has started."""
+        running: list[Future] = []  # only those still running: a long import holds a few, not all
+        for batch_id in self.store.import_batch_ids(run.id):
+            if self._should_stop(batch_id, run):
                 break
-            batch = self.store.get_batch(part.batch.id)
+            batch = self.store.get_batch(batch_id)
             if batch is None or batch.status != BatchStatus.QUEUED or batch.run_token != run.token:
                 continue  # finished, cancelled, or taken by a resume of its own
             # A batch never started needs no look at the upstream; any other learns what exists first.
             resuming = any(r.status != RowStatus.PENDING or r.attempted_at for r in batch.rows)
             started = threading.Event()
             try:
-                futures.append(self.jobs.run_in_background(batch.id, resuming, Run(batch.id, run.token), started))
+                future = self.jobs.run_in_background(batch.id, resuming, Run(batch.id, run.token), started)
             except RuntimeError:  # the executor is shut down: the service is stopping
                 break
-            futures[-1].add_done_callback(lambda _done, started=started: started.set())
+            future.add_done_callback(lambda done, started=started: _batch_ended(done, started))
+            running = [f for f in running if not f.done()] + [future]
             self._wait_until_started(batch.id, started, run)
-        return futures
+        return running
 
     def _wait_until_started(self, batch_id: str, started: threading.Event, run: Run) -> None:
         """Return once the batch has no row waiting for a limiter slot (or it ended, or the run stops).

@@ -4,7 +4,7 @@ hospitals, only ever with hospitals of the batch's own id (the listing is checke
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..files.rules import HospitalRow
 from ..files.rules import _comparable as comparable
@@ -83,7 +83,7 @@ def directory_key(name: str, address: str) -> tuple[str, str]:
     return comparable(name), comparable(address)
 
 
-def in_directory(rows: list[HospitalRow], directory: list[Hospital]) -> dict[int, int]:
+def in_directory(rows: Iterable[HospitalRow], directory: list[Hospital]) -> dict[int, int]:
     """The rows whose name and address match an active hospital of the directory (phone not
     compared), each with that hospital's id (the oldest, when several match): row -> hospital id."""
     active: dict[tuple[str, str], int] = {}

@@ -127,6 +127,16 @@ def test_the_encodings_the_spec_names_decode(encoding, text):
     assert inspection.rows[0].name == text.splitlines()[1].split(",")[0]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf_16_or_32_named_for_a_file_without_a_mark_reads_little_endian(encoding):
+    # schemathesis sent a UTF-8 file with encoding=utf-16: the block-at-a-time decoder refused it
+    # for its missing byte-order mark, an error no reader expected (a 500).
+    rows = "name,address\nGeneral,1 Main St\n"
+    assert inspect(rows.encode(encoding + "-le"), options=ReadOptions(encoding=encoding)).rows[0].name == "General"
+    utf8 = inspect(rows.encode("utf-8"), options=ReadOptions(encoding=encoding))
+    assert not utf8.valid and utf8.problems and utf8.rows == []  # refused in words, whatever they are
+
+
 def test_a_named_encoding_that_does_not_fit_names_the_line_and_byte():
     # 0x81 has no character in Windows-1252.
     inspection = inspect(b"name,address\nA,1 Main St\nB\x81,2\n", options=ReadOptions(encoding="windows-1252"))

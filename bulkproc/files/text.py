@@ -67,6 +67,12 @@ def charset(name: str) -> str | None:
     return info.name
 
 
+# A file named UTF-16 or UTF-32 that has no byte-order mark (its mark would have been read above)
+# reads little-endian, as Windows writes it and as Python decodes it whole; decoded a block at a
+# time, Python's decoder would refuse it for the missing mark instead.
+_WITHOUT_MARK = {"utf-16": "utf-16le", "utf-32": "utf-32le"}
+
+
 def encoding_of(data: bytes, encoding: str | None = None) -> Encoding:
     """Return how the file reads: by its byte-order mark, else the named encoding, else UTF-8."""
     for mark, codec, name in _MARKS:
@@ -76,7 +82,7 @@ def encoding_of(data: bytes, encoding: str | None = None) -> Encoding:
         codec = charset(encoding)
         if codec is None:
             return Encoding(None, None, Problem(None, None, unknown_encoding_message(encoding)))
-        return _checked(data, codec, encoding.strip().lower())
+        return _checked(data, _WITHOUT_MARK.get(codecs.lookup(codec).name, codec), encoding.strip().lower())
     if _looks_like_utf16_without_mark(data):
         order = "utf-16le" if data[1:2] == b"\x00" else "utf-16be"
         return Encoding(None, None, Problem(None, None, (

@@ -192,14 +192,13 @@ def main() -> int:
         boot_env = environment({"DATABASE_URL": f"sqlite:///{folder}/jobs.sqlite3",
                                 "HOSPITAL_API_BASE_URL": up.url})
         try:
-            service.wait_healthy()
-            with requests.Session() as http:
-                batch_id = upload(http, service.url, hospitals_csv(2, "CliStart")).json()["batch_id"]
-            part1(service, batch_id, env)
-            part2(boot_env)
+            with service:
+                service.wait_healthy()
+                with requests.Session() as http:
+                    batch_id = upload(http, service.url, hospitals_csv(2, "CliStart")).json()["batch_id"]
+                part1(service, batch_id, env)
+                part2(boot_env)
         finally:
-            service.stop()
-            service.cleanup()
             up.stop()
     return 0
 

@@ -259,12 +259,11 @@ def main() -> int:
     up = serve(create_simulator(delay=DELAY, create_limit=0))
     service = Service(up.url, workers=2, env={"BULKPROC_CREATE_RATE": "0"})
     try:
-        service.wait_healthy()
-        part1(service, up)
-        part2(service, up)
+        with service:
+            service.wait_healthy()
+            part1(service, up)
+            part2(service, up)
     finally:
-        service.stop()
-        service.cleanup()
         up.stop()
     return 0
 

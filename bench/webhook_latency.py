@@ -261,19 +261,18 @@ def main() -> int:
                                                     "BULKPROC_WEBHOOK_URL": receiver.url,
                                                     "BULKPROC_WEBHOOK_SECRET": SECRET})
     try:
-        service.wait_healthy()
-        started = time.monotonic()
-        after_state, after_answer, ids = batches(service, receiver)
-        line("uploads", f"{UPLOADS} completed in {time.monotonic() - started:.1f} s")
-        started = time.monotonic()
-        imported = imports(service, receiver)
-        line("imports", f"{IMPORTS} completed in {time.monotonic() - started:.1f} s")
-        status_ms = status_round_trip(service, ids[-1])
-        retry_s, attempts = retried(service, receiver)
-        report(after_state, after_answer, imported, status_ms, retry_s, attempts, receiver, service)
+        with service:
+            service.wait_healthy()
+            started = time.monotonic()
+            after_state, after_answer, ids = batches(service, receiver)
+            line("uploads", f"{UPLOADS} completed in {time.monotonic() - started:.1f} s")
+            started = time.monotonic()
+            imported = imports(service, receiver)
+            line("imports", f"{IMPORTS} completed in {time.monotonic() - started:.1f} s")
+            status_ms = status_round_trip(service, ids[-1])
+            retry_s, attempts = retried(service, receiver)
+            report(after_state, after_answer, imported, status_ms, retry_s, attempts, receiver, service)
     finally:
-        service.stop()
-        service.cleanup()
         receiver.stop()
         up.stop()
     return 0

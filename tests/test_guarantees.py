@@ -3,6 +3,7 @@ rows known absent, outages waited out, time kept, and a stop that says why."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from bulkproc.simulator import create_simulator, serve
@@ -80,6 +81,7 @@ def test_429s_never_fail_a_row_however_many_come(make_app, serve_app, upstream):
     assert names(upstream.sim, document["batch_id"]) == ["Hospital 1"]
 
 
+@pytest.mark.serial  # a lease of a second or less renewed on time: a wall-clock bound
 def test_an_outage_is_waited_out_and_the_batch_says_so_meanwhile(make_app, serve_app):
     port = free_port()
     app = make_app(HOSPITAL_API_BASE_URL=f"http://127.0.0.1:{port}", OUTAGE_GRACE=30.0, LEASE_SECONDS=0.6)

@@ -10,6 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from bulkproc.errors import StoreUnavailable
@@ -39,6 +40,7 @@ def create_upstream(upstream, batch_id: str, row) -> dict:
 # -- seen 1: queued work is owned while its process lives ------------------------------------
 
 
+@pytest.mark.serial  # a lease of a second or less renewed on time: a wall-clock bound
 def test_batches_queued_behind_the_batch_pool_never_read_interrupted(make_app, serve_app, upstream):
     # 40 one-row batches while each creation takes 2 s: 8 wait for one of the pool's 32 threads,
     # two leases long and more. Their process lives, so none may read interrupted.
@@ -93,6 +95,7 @@ def test_a_queued_run_whose_batch_was_rolled_back_never_starts(make_app, serve_a
 # -- seen 3: a store error in the heartbeat --------------------------------------------------
 
 
+@pytest.mark.serial  # a lease of a second or less renewed on time: a wall-clock bound
 def test_store_errors_in_the_heartbeat_do_not_make_a_live_import_read_interrupted(make_app, serve_app,
                                                                                    upstream, monkeypatch):
     app = make_app(LEASE_SECONDS=1.0, CREATE_RATE=(10, 1.0), CONCURRENCY=10)

@@ -118,6 +118,11 @@ def _start_work(url: str, stack) -> None:
                                               stream=True, timeout=10))
     assert stream.status_code == 200
     next(stream.iter_lines())  # the stream is being served
+    # The creations are on their way (a row is marked in progress as its POST goes out): a Ctrl-C
+    # sent just after the 202 once found the rows still waiting, and the worker left at once.
+    document_url = url + created.headers["Location"]
+    wait_until(lambda: {r["status"] for r in requests.get(document_url, timeout=5).json()["hospitals"]}
+               == {"in_progress"}, timeout=10, what="every row's creation in flight")
 
 
 def _ctrl_c(tmp_path: Path, busy: bool) -> tuple[float, str]:

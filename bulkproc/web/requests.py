@@ -183,9 +183,8 @@ def existing_choice() -> str:
     """The form (or query) field `existing`: `create` (the default) or `skip`; MalformedRequest otherwise."""
     choice = request.values.get("existing", "create").strip().lower() or "create"
     if choice not in EXISTING_CHOICES:
-        raise MalformedRequest("existing must be 'create' (every row is created) or 'skip' (rows already "
-                               "in the directory are not).",
-                               [{"row": None, "column": "existing", "message": f"{choice[:20]!r} is not allowed."}])
+        raise _not_allowed("existing", choice, "existing must be 'create' (every row is created) or 'skip' "
+                                               "(rows already in the directory are not).")
     return choice
 
 
@@ -207,8 +206,7 @@ def list_limit(default: int = 20) -> int:
     text = request.args.get("limit", str(default))
     # str.isdigit() also takes "²" and other digits int() refuses, and int() refuses over 4300 digits.
     if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIST_LIMIT:
-        raise MalformedRequest(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.",
-                               [{"row": None, "column": "limit", "message": f"{text[:20]!r} is not allowed."}])
+        raise _not_allowed("limit", text, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}.")
     return int(text)
 
 
@@ -216,9 +214,13 @@ def query_flag(name: str) -> bool:
     """A yes-or-no `?name=` of a listing: `true` or `false` (the default), or MalformedRequest."""
     text = request.args.get(name, "false")
     if text not in ("true", "false"):
-        raise MalformedRequest(f"{name} must be true or false.",
-                               [{"row": None, "column": name, "message": f"{text[:20]!r} is not allowed."}])
+        raise _not_allowed(name, text, f"{name} must be true or false.")
     return text == "true"
+
+
+def _not_allowed(name: str, value: str, rule: str) -> MalformedRequest:
+    """A refused field or parameter: its rule, and the value (cut short) it was given."""
+    return MalformedRequest(rule, [{"row": None, "column": name, "message": f"{value[:20]!r} is not allowed."}])
 
 
 def validation_document(inspection: Inspection, found: dict[int, int] | None) -> Validation:

@@ -40,7 +40,7 @@ class Runtime:
         reads = config.get("READ_RATE")
         # Set once when the process stops: every back-off, rate-limit and settle wait returns early.
         stopping = threading.Event()
-        heartbeat = Heartbeat(store, process_id(), config["LEASE_SECONDS"], store.now, stopping=stopping)
+        heartbeat = Heartbeat(store, process_id(), config["LEASE_SECONDS"], stopping=stopping)
         client = DirectoryClient(
             config["HOSPITAL_API_BASE_URL"], connect_timeout=config["CONNECT_TIMEOUT"],
             read_timeout=config["READ_TIMEOUT"], max_attempts=config["MAX_ATTEMPTS"],

@@ -86,7 +86,7 @@ def test_a_renewal_extends_the_lease_of_every_run_the_process_holds(store, clock
     first, second = accepted(store, token="run-1"), accepted(store, token="run-2")
     clock.advance(LEASE - 1)
 
-    assert store.renew_leases("process-a", clock() + LEASE, clock(), [first, second]) == []
+    assert store.renew_leases("process-a", LEASE, [first, second]) == []
 
     clock.advance(LEASE - 1)  # past the first lease: only the renewal keeps them
     assert [status(store, r.id) for r in (first, second)] == [BatchStatus.QUEUED] * 2
@@ -102,7 +102,7 @@ def test_another_process_renews_nothing_of_a_batch_it_does_not_hold(store, clock
     run = accepted(store)
     clock.advance(LEASE - 1)
 
-    assert store.renew_leases("process-b", clock() + LEASE, clock(), [run]) == []
+    assert store.renew_leases("process-b", LEASE, [run]) == []
     assert store.get_batch(run.id).lease_expires == T0 + LEASE
 
 
@@ -127,7 +127,7 @@ def test_a_paused_process_that_wakes_after_a_take_over_learns_it_lost_and_renews
     assert store.take_lease(run.id, "process-b", clock() + LEASE, (), "run-b")
     clock.advance(1)
 
-    assert store.renew_leases("process-a", clock() + 100, clock(), [run]) == [run]
+    assert store.renew_leases("process-a", 100, [run]) == [run]
 
     batch = store.get_batch(run.id)
     assert (batch.lease_owner, batch.run_token, batch.lease_expires) == ("process-b", "run-b", T0 + 2 * LEASE + 1)
@@ -171,7 +171,7 @@ def test_a_run_starts_only_from_the_queue(store):
 
 
 def test_the_heartbeat_renews_queued_batches_and_imports_with_their_batches(store, clock):
-    heartbeat = Heartbeat(store, "process-a", LEASE, clock, start=False)
+    heartbeat = Heartbeat(store, "process-a", LEASE, start=False)
     queued = heartbeat.hold(accepted(store))
     imp = Run(str(uuid.uuid4()), "import-run", "import")
     parts = [(str(uuid.uuid4()), rows(2)), (str(uuid.uuid4()), rows(2))]
@@ -188,7 +188,7 @@ def test_the_heartbeat_renews_queued_batches_and_imports_with_their_batches(stor
 
 
 def test_the_heartbeat_tells_a_run_it_lost_its_batch_and_stops_renewing_it(store, clock):
-    heartbeat = Heartbeat(store, "process-a", LEASE, clock, start=False)
+    heartbeat = Heartbeat(store, "process-a", LEASE, start=False)
     run = heartbeat.hold(accepted(store))
     clock.advance(LEASE + 1)
     assert store.take_lease(run.id, "process-b", clock() + LEASE, (), "run-b")
@@ -199,7 +199,7 @@ def test_the_heartbeat_tells_a_run_it_lost_its_batch_and_stops_renewing_it(store
 
 
 def test_the_heartbeat_banks_a_running_runs_time(store, clock):
-    heartbeat = Heartbeat(store, "process-a", LEASE, clock, start=False)
+    heartbeat = Heartbeat(store, "process-a", LEASE, start=False)
     run = heartbeat.hold(accepted(store))
     store.start_run(run, clock())
     clock.advance(1.5)
@@ -239,7 +239,7 @@ class FlakyStore:
 
 def test_the_heartbeat_keeps_trying_after_store_errors(store, clock):
     flaky = FlakyStore(store, failures=3)
-    heartbeat = Heartbeat(flaky, "process-a", 0.03, clock)  # beats every 10 ms
+    heartbeat = Heartbeat(flaky, "process-a", 0.03)  # beats every 10 ms
     try:
         heartbeat.hold(accepted(store))
         assert flaky.renewed.wait(10)
@@ -255,7 +255,7 @@ def test_after_a_refused_renewal_the_heartbeat_tries_again_sooner_than_a_beat(st
         delays.append(seconds)
         return len(delays) > 5
 
-    heartbeat = Heartbeat(flaky, "process-a", 3.0, clock, start=False, wait=wait)
+    heartbeat = Heartbeat(flaky, "process-a", 3.0, start=False, wait=wait)
     heartbeat.hold(accepted(store))
     heartbeat.run()
 

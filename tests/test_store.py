@@ -463,7 +463,7 @@ def test_each_renewal_banks_the_runs_time_so_a_killed_run_keeps_it(store, clock)
     store.start_run(mine(batch_id), clock())
     clock.advance(4)
 
-    assert store.renew_leases("worker-a", clock() + 10, clock(), [mine(batch_id)]) == []
+    assert store.renew_leases("worker-a", 10, [mine(batch_id)]) == []
 
     batch = store.get_batch(batch_id)
     assert (batch.elapsed, batch.run_started_at) == (4.0, T0 + 4)

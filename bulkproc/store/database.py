@@ -39,6 +39,41 @@ DATABASE_NOW = text("SELECT extract(epoch from clock_timestamp())::float8")
 
 
 
+class WriteQueue:
+    """This process's writers to SQLite, one at a time, and those marked urgent ahead of the rest.
+
+    A lease renewal waiting behind forty busy runs' writes (a plain lock is not even fair) could
+    let the process's leases lapse while it lives; the heartbeat's renewals go first instead.
+    """
+
+    def __init__(self) -> None:
+        lock = threading.Lock()
+        # Each release wakes one writer, an urgent one when any waits: not every waiting thread.
+        self._turn, self._urgent_turn = threading.Condition(lock), threading.Condition(lock)
+        self._held = False
+        self._urgent_waiting = 0
+        self.waiting = 0  # writers waiting for their turn
+
+    @contextmanager
+    def hold(self, urgent: bool = False) -> Iterator[None]:
+        with self._turn:
+            self._urgent_waiting += urgent
+            self.waiting += 1
+            try:
+                while self._held or (not urgent and self._urgent_waiting):
+                    (self._urgent_turn if urgent else self._turn).wait()
+            finally:
+                self._urgent_waiting -= urgent
+                self.waiting -= 1
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._held = False
+                (self._urgent_turn if self._urgent_waiting else self._turn).notify()
+
+
 def _enter_wal_mode(cursor: sqlite3.Cursor, tries: int = 200, pause: float = 0.05) -> None:
     """Switch the file to WAL (a lasting property of the file, so normally a no-op).
 
@@ -125,7 +160,7 @@ class Database:
         self._clock = clock
         self._database_clock = database_clock and self.engine.dialect.name == "postgresql"
         self._changed = threading.Condition()
-        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        self._writers = WriteQueue() if self.engine.dialect.name == "sqlite" else None
         try:
             self._create_schema()
         except BaseException:
@@ -163,11 +198,12 @@ class Database:
 
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, urgent: bool = False) -> Iterator[Connection]:
         # SQLite has one writer at a time, and a waiting writer polls on the busy handler's
-        # sleeps (up to 100 ms each). Queueing this process's writers on a lock hands the file
-        # over at once; other processes still meet the busy timeout.
-        with _store_failures(), self._write_lock, self.engine.begin() as conn:
+        # sleeps (up to 100 ms each). Queueing this process's writers hands the file over at
+        # once, urgent ones first; other processes still meet the busy timeout.
+        turn = self._writers.hold(urgent) if self._writers else nullcontext()
+        with _store_failures(), turn, self.engine.begin() as conn:
             yield conn
 
 

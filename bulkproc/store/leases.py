@@ -50,19 +50,23 @@ class Leases(Database):
         return taken == 1
 
 
-    def renew_leases(self, owner: str, until: float, now: float, runs: list[Run]) -> list[Run]:
-        """Extend, in one transaction, every lease `owner` holds under the tokens of `runs` (queued
-        work included, and an import's batches under the import's token), banking running batches'
-        time at `now`; return the runs whose work another run owns now."""
+    def renew_leases(self, owner: str, lease_seconds: float, runs: list[Run]) -> list[Run]:
+        """Extend, in one transaction ahead of this process's other writes, every lease `owner`
+        holds under the tokens of `runs` (queued work included, and an import's batches under the
+        import's token) to `lease_seconds` from the moment it is written, banking running batches'
+        time then; return the runs whose work another run owns now."""
         tokens = sorted({r.token for r in runs})
         if not tokens:
             return []
-        with self._write() as conn:
+        with self._write(urgent=True) as conn:
+            # Read inside the transaction: however long the renewal waited for its turn, the
+            # lease it writes is a whole one.
+            now = self._now(conn)
             for table in (batches, imports):
                 seen = {"run_seen_at": now} if table is imports else banked(now)
                 conn.execute(update(table).where(
                     table.c.lease_owner == owner, table.c.run_token.in_(tokens),
-                    table.c.status.in_([str(s) for s in RUNNING])).values(lease_expires=until, **seen))
+                    table.c.status.in_([str(s) for s in RUNNING])).values(lease_expires=now + lease_seconds, **seen))
             owners = self._tokens(conn, runs)
         return [r for r in runs if owners.get((r.kind, r.id)) != r.token]
 

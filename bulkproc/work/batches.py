@@ -60,8 +60,7 @@ class Jobs:
         self.lease_seconds, self.batch_deadline, self.wake_timeout = lease_seconds, batch_deadline, wake_timeout
         # Leases, run times and settle waits are compared across instances: the store's clock, by default.
         self._clock = clock or store.now
-        self.heartbeat = heartbeat or Heartbeat(store, process_id(), lease_seconds, self._clock,
-                                                stopping=self._stopping)
+        self.heartbeat = heartbeat or Heartbeat(store, process_id(), lease_seconds, stopping=self._stopping)
         # The process id its heartbeat renews by (runs are told apart by their tokens).
         self.owner = self.heartbeat.owner
         self._rows = ThreadPoolExecutor(concurrency, thread_name_prefix="bulkproc-row")

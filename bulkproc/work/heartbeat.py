@@ -28,10 +28,10 @@ RETRY_FRACTION = 0.25
 class Heartbeat:
     """Renews the leases of every run this process holds, until closed; survives store errors."""
 
-    def __init__(self, store: Store, owner: str, lease_seconds: float, clock: Callable[[], float], *,
+    def __init__(self, store: Store, owner: str, lease_seconds: float, *,
                  stopping: threading.Event | None = None, start: bool = True,
                  wait: Callable[[float], bool] | None = None) -> None:
-        self.store, self.owner, self.lease_seconds, self._clock = store, owner, lease_seconds, clock
+        self.store, self.owner, self.lease_seconds = store, owner, lease_seconds
         self.interval = min(MAX_INTERVAL, lease_seconds / 3)
         self.retry_interval = self.interval * RETRY_FRACTION
         self._stopping = stopping or threading.Event()
@@ -44,10 +44,6 @@ class Heartbeat:
         self._thread = threading.Thread(target=self.run, name="bulkproc-heartbeat", daemon=True)
         if start:
             self._thread.start()
-
-    def lease_end(self) -> float:
-        """When a lease taken or renewed now ends."""
-        return self._clock() + self.lease_seconds
 
     def hold(self, run: Run, on_beat: Callable[[], None] | None = None) -> Run:
         """Renew `run`'s work from now on (an older run of the same work here is stale: it stops)."""
@@ -88,7 +84,7 @@ class Heartbeat:
             runs = list(self._runs.values())
         if not runs:
             return
-        lost = self.store.renew_leases(self.owner, self.lease_end(), self._clock(), runs)
+        lost = self.store.renew_leases(self.owner, self.lease_seconds, runs)
         for run in lost:
             self.let_go(run)
             run.lose()

@@ -156,14 +156,21 @@ def test_reads_answer_503_naming_the_batch_while_the_store_is_down_and_health_st
     assert service.get(f"/hospitals/bulk/{batch_id}").json()["status"] == "completed"
 
 
-def test_an_event_stream_ends_cleanly_when_the_store_fails(make_app, serve_app, caplog):
+@pytest.mark.parametrize("kind", ["batch", "import"])
+def test_an_event_stream_ends_cleanly_when_the_store_fails(make_app, serve_app, batch_logs, kind):
+    caplog = batch_logs
     app = make_app(SSE_HEARTBEAT_SECONDS=0.05)
     service, faults = serve_app(app), StoreFaults(app.extensions["bulkproc"].store.engine)
-    # A batch another live process holds: its stream stays open.
-    batch_id, _ = app.extensions["bulkproc"].store.insert_batch(
-        str(uuid.uuid4()), parse(hospitals_csv(1).encode(), max_rows=20), owner="elsewhere",
-        lease_until=time.time() + 3600)
-    with service.get(f"/hospitals/bulk/{batch_id}/events", stream=True, timeout=10) as stream:
+    # Work another live process holds: its stream stays open.
+    store, rows = app.extensions["bulkproc"].store, parse(hospitals_csv(1).encode(), max_rows=20)
+    if kind == "batch":
+        work_id, _ = store.insert_batch(str(uuid.uuid4()), rows, owner="elsewhere", lease_until=time.time() + 3600)
+        path = f"/hospitals/bulk/{work_id}/events"
+    else:
+        work_id, _ = store.insert_import(str(uuid.uuid4()), [(str(uuid.uuid4()), rows)], owner="elsewhere",
+                                         lease_until=time.time() + 3600)
+        path = f"/hospitals/imports/{work_id}/events"
+    with service.get(path, stream=True, timeout=10) as stream:
         lines = stream.iter_lines(decode_unicode=True)
         assert next(line for line in lines if line.startswith("data: "))
         faults.start("down")
@@ -172,4 +179,5 @@ def test_an_event_stream_ends_cleanly_when_the_store_fails(make_app, serve_app, 
     assert not any(line.startswith("data: ") for line in remaining)
     wait_until(lambda: app.extensions["bulkproc.streams"].open == 0, timeout=10, what="the stream's slot")
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # no traceback
-    assert any("event stream ended" in r.getMessage() for r in caplog.records)
+    ended = [r for r in caplog.records if "event stream ended" in r.getMessage()]
+    assert ended and all(getattr(r, f"{kind}_id") == work_id for r in ended)  # logged as its own kind

@@ -132,7 +132,7 @@ def batch_events(batch_id: str):
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
     # updated_at moves with every write; the status also moves when a lease lapses.
     return event_response(document_events(jobs.watch(batch_id, heartbeat),
-                                           lambda d: (d.updated_at, d.status), batch_id))
+                                           lambda d: (d.updated_at, d.status), "batch", batch_id))
 
 
 @bp.get("/<batch_id>/results.csv")

@@ -111,7 +111,7 @@ def import_events(import_id: str):
     heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15.0)
     return event_response(document_events(
         imports.watch(import_id, heartbeat),
-        lambda d: (d.updated_at, d.status, d.processed_hospitals), import_id))
+        lambda d: (d.updated_at, d.status, d.processed_hospitals), "import", import_id))
 
 
 # -- result files: the batches' format, every row of the import in file order ---------------

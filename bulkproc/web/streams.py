@@ -16,7 +16,7 @@ from flask import Response, current_app
 
 from ..contract import BatchDocument, ImportDocument
 from ..errors import StoreUnavailable, TooManyStreams
-from ..logs import in_batch_context
+from ..logs import in_work_context
 
 __all__ = ["StreamSlots", "document_events", "event_response"]
 
@@ -92,8 +92,8 @@ def event_response(events: Iterator[str]) -> Response:
 
 
 def document_events(documents: Iterable[Document | None], key: Callable[[Document], object],
-                    subject: str) -> Iterator[str]:
-    """Server-sent events of `subject` (a batch or import id): one per document whose `key` moved, its
+                    kind: str, subject: str) -> Iterator[str]:
+    """Server-sent events of `subject` (the id of a batch or an import, as `kind` says): one per document whose `key` moved, its
     JSON as the event's data; a comment for each None (a quiet spell), and the end when the documents
     end or the store fails."""
     yield "retry: 2000\n\n"
@@ -107,4 +107,4 @@ def document_events(documents: Iterable[Document | None], key: Callable[[Documen
                 yield f"data: {json.dumps(document.model_dump(mode='json'))}\n\n"
     except StoreUnavailable as exc:
         # The client reconnects by itself, and hears 503 until the store answers again.
-        in_batch_context(subject, log.warning)("event stream ended: the job store is unavailable (%s)", exc.reason)
+        in_work_context(kind, subject, log.warning)("event stream ended: the job store is unavailable (%s)", exc.reason)

@@ -225,8 +225,29 @@ class GunicornService:
 # -- the whole service paused, and its store failing, for the ownership chaos test --------------
 
 def pause_group(service: GunicornService) -> None:
-    """SIGSTOP master and workers at once, as a long GC pause or a frozen VM would stop a host."""
+    """SIGSTOP master and workers at once, as a long GC pause or a frozen VM would stop a host;
+    return once every one of them has stopped (a signal is delivered after kill() returns, and a
+    process still running meanwhile may yet take a lock)."""
     os.killpg(service.pid, signal.SIGSTOP)
+    wait_until(lambda: all(state in "TtZX" for state in _group_states(service.pid)), timeout=10,
+               interval=0.001, what="the paused process group stopped")
+
+
+def _group_states(group: int) -> list[str]:
+    """The scheduler state (/proc/PID/stat's third field) of each process in the group."""
+    states = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after its end.
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == group:
+            states.append(state)
+    return states
 
 
 def continue_group(service: GunicornService) -> None:

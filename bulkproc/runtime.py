@@ -35,7 +35,7 @@ class Runtime:
     @classmethod
     def build(cls, config: dict[str, Any], instance_path: str, *, clock: Callable[[], float] = time.time) -> Runtime:
         """Everything a process needs to serve and run batches, from its settings."""
-        store = Store(config["DATABASE_URL"] or _default_database(instance_path), clock=clock)
+        store = Store(config["DATABASE_URL"] or default_database(instance_path), clock=clock)
         # Listings, activations and deletions share one window, as the upstream's other endpoints do.
         reads = config.get("READ_RATE")
         # Set once when the process stops: every back-off, rate-limit and settle wait returns early.
@@ -81,6 +81,7 @@ def _webhooks(config: dict[str, Any], store: Store, jobs: Jobs, stopping: thread
     return deliverer
 
 
-def _default_database(instance_path: str) -> str:
+def default_database(instance_path: str) -> str:
+    """The SQLite job store of an app without DATABASE_URL: a file in its instance folder (made here)."""
     os.makedirs(instance_path, exist_ok=True)
     return "sqlite:///" + os.path.join(instance_path, "bulkproc.sqlite3")

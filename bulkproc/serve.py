@@ -18,9 +18,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from . import config, logs
+from . import config, logs, runtime
 from .errors import StoreUnavailable
-from .runtime import _default_database
 from .store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +82,7 @@ def check_store(settings: Mapping[str, Any], log: logging.Logger, *, sleep: Call
 
 def default_database() -> str:
     """The SQLite file the app uses without DATABASE_URL (its instance folder is made as the app would)."""
-    return _default_database(str(ROOT / "instance"))
+    return runtime.default_database(str(ROOT / "instance"))
 
 
 def _check_sqlite_folder(url: str) -> None:

@@ -24,6 +24,7 @@ from .problems import (
 )
 from .problems import Problems as _Problems
 from .reading import ReadOptions, Record, Source
+from .seen import SeenPairs
 
 __all__ = ["MAX_LISTED_PROBLEMS", "QUOTED_PREFIX", "Accepted", "CsvRejected", "HospitalRow", "Inspection",
            "Problem", "ReadOptions", "accept", "inspect", "inspect_table", "parse", "phone_problem"]
@@ -148,8 +149,11 @@ def _inspected(source: Source, max_rows: int, columns: dict[str, str] | None,
                keep_rows: bool = True) -> Inspection:
     layout, header_problems, records = _layout(source.records, headers.overrides(columns))
     reading_rows = _RowReader(layout, max_rows, source.info.get("delimiter"), keep_rows)
-    for line, cells in records:
-        reading_rows.add(line, cells)
+    try:
+        for line, cells in records:
+            reading_rows.add(line, cells)
+    finally:
+        reading_rows.close()
     reading_rows.count_unread(source.more)
     for problem in headers.unnamed_problems(layout, reading_rows.unnamed):
         header_problems.add(problem)
@@ -211,7 +215,7 @@ class _RowReader:
         # Blank-headed columns holding a value: position -> the first row with one.
         self.unnamed: dict[int, int] = {}
         # Each name and address seen (see _pair_key): the first row that has it.
-        self._first_seen: dict[str, int] = {}
+        self._seen = SeenPairs()
 
     def add(self, line: int | None, cells: list[str]) -> None:
         self.total += 1
@@ -221,6 +225,10 @@ class _RowReader:
             self.rows.clear()
         elif row is not None and self.keep_rows:
             self.rows.append(row)
+
+    def close(self) -> None:
+        """Let go of what finding duplicates held (all rows have been read)."""
+        self._seen.close()
 
     def count_unread(self, more: int) -> None:
         """Count data rows a reader stopped short of (past the limit: the file is refused anyway)."""
@@ -244,7 +252,7 @@ class _RowReader:
         return row
 
     def _check_duplicate(self, row: HospitalRow, line: int | None) -> None:
-        earlier = self._first_seen.setdefault(_pair_key(row.name, row.address), row.row)
+        earlier = self._seen.first_row(_pair_key(row.name, row.address), row.row)
         if earlier != row.row:
             message = f"This row has the same name and address as row {earlier}; remove one of them."
             self.problems.add(Problem(row.row, None, message, line))

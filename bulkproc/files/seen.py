@@ -38,7 +38,7 @@ class SeenPairs:
 
     def _spill(self) -> None:
         # Created in the system's temporary folder and unlinked by SQLite once it is closed.
-        self._file = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        self._file = sqlite3.connect("", isolation_level=None)
         self._file.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._file.execute("PRAGMA temp_store=FILE")
         self._file.execute("CREATE TABLE seen (key BLOB PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID")

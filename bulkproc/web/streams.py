@@ -93,9 +93,9 @@ def event_response(events: Iterator[str]) -> Response:
 
 def document_events(documents: Iterable[Document | None], key: Callable[[Document], object],
                     kind: str, subject: str) -> Iterator[str]:
-    """Server-sent events of `subject` (the id of a batch or an import, as `kind` says): one per document whose `key` moved, its
-    JSON as the event's data; a comment for each None (a quiet spell), and the end when the documents
-    end or the store fails."""
+    """Server-sent events of `subject` (the id of a batch or an import, as `kind` says): one per
+    document whose `key` moved, its JSON as the event's data; a comment for each None (a quiet
+    spell), and the end when the documents end or the store fails."""
     yield "retry: 2000\n\n"
     sent = None
     try:
